@@ -1,0 +1,31 @@
+// Package events is linkpipe's public contract in Go: the actions practice
+// systems publish to the ACTIONS stream, the lifecycle events linkpipe
+// publishes to the LINKS stream, their subjects, their validation and a
+// helper that publishes an action with JetStream de-duplication.
+//
+// It is the only package of this module that other programs are meant to
+// import, and it depends on nothing but the standard library and nats.go.
+//
+// # Publishing an action
+//
+// A practice system publishes one JSON message per action. The event id is the
+// idempotency key: publishing the same action twice (a retry, a replay) yields
+// one link and one email.
+//
+//	nc, _ := nats.Connect(nats.DefaultURL)
+//	js, _ := jetstream.New(nc)
+//	ev := &events.SigninRequested{EventID: "evt-42", PracticeID: "acme",
+//		Client: events.Client{ID: "c-7", Email: "pat@example.com", Name: "Pat"}}
+//	_, err := events.Publish(ctx, js, ev) // validates, sets Nats-Msg-Id
+//
+// # Wire format
+//
+// Field names are snake_case, ids match [A-Za-z0-9_-]{1,64}, times are RFC
+// 3339. Unknown fields are refused, as is a message larger than MaxEventSize.
+// An optional "version" field may be sent; only version 1 (or none) is
+// accepted, so that a publisher that moves to a newer format learns at once
+// that this deployment does not understand it (the message is dead-lettered
+// with that reason instead of being half-understood).
+//
+// Lifecycle events are [LinkEvent] values on subjects links.<link_id>.<type>.
+package events

@@ -1,0 +1,65 @@
+package events
+
+// Stream names of the contract.
+const (
+	// StreamActions holds what practice systems publish (subjects actions.>).
+	StreamActions = "ACTIONS"
+	// StreamLinks holds the lifecycle events linkpipe publishes (links.>).
+	StreamLinks = "LINKS"
+)
+
+// Action subjects, published by practice systems to the ACTIONS stream.
+const (
+	SubjectSigninRequested        = "actions.signin.requested"
+	SubjectDocumentShared         = "actions.document.shared"
+	SubjectAppointmentScheduled   = "actions.appointment.scheduled"
+	SubjectAppointmentRescheduled = "actions.appointment.rescheduled"
+	SubjectAppointmentCanceled    = "actions.appointment.canceled"
+	SubjectAppointmentReminder    = "actions.appointment.reminder"
+	SubjectClientLinksRevoked     = "actions.client.links_revoked"
+	SubjectPracticeUpdated        = "actions.practice.updated"
+
+	// SubjectActionsAll is the ACTIONS stream's subject filter.
+	SubjectActionsAll = "actions.>"
+)
+
+// Lifecycle event types; the last token of links.<link_id>.<type>.
+const (
+	TypeIssued  = "issued"
+	TypeSent    = "sent"
+	TypeFailed  = "failed"
+	TypeTouched = "touched"
+	TypeUsed    = "used"
+	TypeExpired = "expired"
+	TypeRevoked = "revoked"
+)
+
+// SubjectLinksAll is the LINKS stream's subject filter.
+const SubjectLinksAll = "links.>"
+
+// LinkSubject returns the subject of a lifecycle event: links.<link_id>.<type>.
+func LinkSubject(linkID, typ string) string {
+	return "links." + linkID + "." + typ
+}
+
+// Refusal reasons carried by an expired event and by a refusal page's
+// <meta name="linkpipe-reason">.
+const (
+	ReasonExpired     = "expired"
+	ReasonUsed        = "used"
+	ReasonSuperseded  = "superseded"
+	ReasonRevoked     = "revoked"
+	ReasonCanceled    = "canceled"
+	ReasonNotYetValid = "not_yet_valid"
+	// ReasonNotFound is the reason on the 404 page of a token that matches no
+	// link (malformed, truncated, forged). It is never carried by an event,
+	// since there is no link to publish it on.
+	ReasonNotFound = "not_found"
+)
+
+// Purposes of a link; the ticket's "purpose" claim.
+const (
+	PurposeSignin     = "signin"
+	PurposeDocument   = "document"
+	PurposeTelehealth = "telehealth"
+)

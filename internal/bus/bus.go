@@ -1,0 +1,281 @@
+// Package bus owns linkpipe's use of NATS JetStream: the streams, consumers
+// and key-value bucket every worker relies on (created idempotently by
+// whichever worker starts first), the conditional publish that linearizes
+// changes to a scope, last-message reads, dead letters, and an embedded
+// nats-server for the all-in-one dev mode and for tests.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/link"
+)
+
+// Stream, consumer and bucket names. ACTIONS and LINKS are the public
+// contract; the others are linkpipe's own.
+const (
+	StreamActions    = events.StreamActions
+	StreamLinks      = events.StreamLinks
+	StreamScopes     = "SCOPES"
+	StreamMail       = "MAIL"
+	StreamDeadLetter = "DEADLETTER"
+	StreamRenewals   = "RENEWALS"
+
+	ConsumerIssuer    = "issuer"
+	ConsumerMailer    = "mailer"
+	ConsumerProjector = "projector"
+
+	BucketPractices = "linkpipe_practices"
+)
+
+// Subjects of linkpipe's own streams.
+const (
+	// MailCommandPrefix + mail id carries a mail command; the MAIL stream
+	// keeps at most one message per subject and refuses a second, so a mail
+	// id can be queued once, however often its action is replayed.
+	MailCommandPrefix = "mail.cmd."
+	// MailDonePrefix + mail id marks a mail as handed to the mail provider.
+	MailDonePrefix = "mail.done."
+	// DeadLetterPrefix + source ("actions", "mail") carries poison messages.
+	DeadLetterPrefix = "deadletter."
+	// ReminderSchedulePrefix is where reminder schedules live in ACTIONS:
+	// actions.schedule.reminder.<practice>.<appointment>.<offset>.
+	ReminderSchedulePrefix = "actions.schedule.reminder."
+	// RenewalPrefix + practice.client counts renewals (rate limit).
+	RenewalPrefix = "renewal."
+)
+
+// Headers linkpipe sets.
+const (
+	HeaderReason        = "Linkpipe-Reason"
+	HeaderSource        = "Linkpipe-Source-Subject"
+	HeaderSourceSeq     = "Linkpipe-Source-Seq"
+	HeaderSourceMsgID   = "Linkpipe-Source-Msg-Id"
+	HeaderOriginalBytes = "Linkpipe-Original-Bytes"
+)
+
+// ActionSubjects are the subjects the issuer consumes (schedules excluded).
+var ActionSubjects = []string{
+	events.SubjectSigninRequested,
+	events.SubjectDocumentShared,
+	events.SubjectAppointmentScheduled,
+	events.SubjectAppointmentRescheduled,
+	events.SubjectAppointmentCanceled,
+	events.SubjectAppointmentReminder,
+	events.SubjectClientLinksRevoked,
+	events.SubjectPracticeUpdated,
+}
+
+// Sentinel errors.
+var (
+	// ErrConflict: a conditional publish lost: the subject changed since it
+	// was read (JetStream error 10071, or 10164 on replicated streams).
+	ErrConflict = errors.New("bus: conditional publish conflict")
+	// ErrNotFound: the subject has no message.
+	ErrNotFound = errors.New("bus: no message on subject")
+	// ErrDuplicate: the stream refused a second message on a subject that
+	// keeps one (a mail id queued twice).
+	ErrDuplicate = errors.New("bus: subject already holds its message")
+)
+
+// Options shape the streams. The zero value suits one server.
+type Options struct {
+	// Replicas of every stream; 3 on a production cluster. 0 means 1.
+	Replicas int
+	// Duplicates is the JetStream de-duplication window (default 10m).
+	Duplicates time.Duration
+	// RenewalWindow and RenewalLimit set the per-client renewal rate limit
+	// (default 5 per 15m).
+	RenewalWindow time.Duration
+	RenewalLimit  int64
+}
+
+func (o Options) withDefaults() Options {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = 10 * time.Minute
+	}
+	if o.RenewalWindow <= 0 {
+		o.RenewalWindow = 15 * time.Minute
+	}
+	if o.RenewalLimit <= 0 {
+		o.RenewalLimit = 5
+	}
+	return o
+}
+
+// StreamConfigs returns the configuration of every stream.
+//
+// Retention is chosen per job: ACTIONS keeps a week of input for replay;
+// LINKS and SCOPES keep everything (limits retention, no max age, no purge,
+// no delete) because a scope's state must outlive its links: "no message on
+// the subject" would read as "never issued". MAIL keeps one message per
+// subject for two weeks, which turns the mail id into a permanent dedupe key.
+func StreamConfigs(o Options) []jetstream.StreamConfig {
+	o = o.withDefaults()
+	return []jetstream.StreamConfig{
+		{
+			Name: StreamActions, Subjects: []string{events.SubjectActionsAll},
+			Retention: jetstream.LimitsPolicy, MaxAge: 7 * 24 * time.Hour,
+			Duplicates: o.Duplicates, Replicas: o.Replicas, AllowDirect: true,
+			AllowMsgSchedules: true, MaxMsgSize: 1 << 20,
+		},
+		{
+			Name: StreamLinks, Subjects: []string{events.SubjectLinksAll},
+			Retention: jetstream.LimitsPolicy, Duplicates: o.Duplicates,
+			Replicas: o.Replicas, AllowDirect: true, DenyDelete: true, DenyPurge: true,
+		},
+		{
+			Name: StreamScopes, Subjects: []string{link.ScopeAll},
+			Retention: jetstream.LimitsPolicy, MaxMsgsPerSubject: 100,
+			Duplicates: o.Duplicates, Replicas: o.Replicas, AllowDirect: true,
+			DenyDelete: true, DenyPurge: true,
+		},
+		{
+			Name: StreamMail, Subjects: []string{"mail.>"},
+			Retention: jetstream.LimitsPolicy, MaxAge: 14 * 24 * time.Hour,
+			MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+			Duplicates: o.Duplicates, Replicas: o.Replicas, AllowDirect: true,
+		},
+		{
+			Name: StreamDeadLetter, Subjects: []string{DeadLetterPrefix + ">"},
+			Retention: jetstream.LimitsPolicy, MaxAge: 30 * 24 * time.Hour,
+			Replicas: o.Replicas, AllowDirect: true,
+		},
+		{
+			Name: StreamRenewals, Subjects: []string{RenewalPrefix + ">"},
+			Retention: jetstream.LimitsPolicy, MaxAge: o.RenewalWindow,
+			MaxMsgsPerSubject: o.RenewalLimit, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+			Replicas: o.Replicas, AllowDirect: true,
+		},
+	}
+}
+
+// ConsumerConfigs returns the durable consumers, keyed by stream.
+func ConsumerConfigs() map[string]jetstream.ConsumerConfig {
+	return map[string]jetstream.ConsumerConfig{
+		StreamActions: {
+			Durable: ConsumerIssuer, FilterSubjects: ActionSubjects,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			MaxAckPending: 4096, DeliverPolicy: jetstream.DeliverAllPolicy,
+		},
+		StreamMail: {
+			Durable: ConsumerMailer, FilterSubject: MailCommandPrefix + ">",
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 60 * time.Second,
+			MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverAllPolicy,
+		},
+		StreamScopes: {
+			Durable: ConsumerProjector, FilterSubject: link.ScopeAll,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			MaxAckPending: 4096, DeliverPolicy: jetstream.DeliverAllPolicy,
+		},
+	}
+}
+
+// Setup creates or updates every stream, consumer and bucket. It is safe to
+// call from every worker at start, concurrently.
+func Setup(ctx context.Context, js jetstream.JetStream, o Options) error {
+	o = o.withDefaults()
+	cons := ConsumerConfigs()
+	for _, cfg := range StreamConfigs(o) {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("bus: stream %s: %w", cfg.Name, err)
+		}
+		if cc, ok := cons[cfg.Name]; ok {
+			cc.Replicas = 0 // inherit the stream's
+			if _, err := s.CreateOrUpdateConsumer(ctx, cc); err != nil {
+				return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, cfg.Name, err)
+			}
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketPractices, History: 5, Replicas: o.Replicas,
+		Description: "practice settings, newest wins (actions.practice.updated)",
+	}); err != nil {
+		return fmt.Errorf("bus: bucket %s: %w", BucketPractices, err)
+	}
+	return nil
+}
+
+// Connect dials NATS with reconnects forever and the given client name.
+func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bus: connect %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// IsConflict reports whether err is a lost conditional publish.
+func IsConflict(err error) bool {
+	if errors.Is(err, ErrConflict) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// isPerSubjectFull reports the DiscardNewPerSubject refusal
+// (JSStreamStoreFailedF "maximum messages per subject exceeded", 10077).
+func isPerSubjectFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == 10077
+	}
+	return false
+}
+
+// PublishIfSeq publishes data to subj only if the subject's last sequence is
+// still expected (0: the subject must be empty). It returns the new sequence,
+// or ErrConflict if another writer got there first. It never sets a
+// Nats-Msg-Id: on a replicated stream de-duplication runs before the check
+// and would make the loser see success.
+func PublishIfSeq(ctx context.Context, js jetstream.JetStream, subj string, data []byte, expected uint64) (uint64, error) {
+	ack, err := js.Publish(ctx, subj, data, jetstream.WithExpectLastSequencePerSubject(expected))
+	if err != nil {
+		if IsConflict(err) {
+			return 0, fmt.Errorf("%w: %s", ErrConflict, subj)
+		}
+		return 0, fmt.Errorf("bus: publish %s: %w", subj, err)
+	}
+	return ack.Sequence, nil
+}
+
+// PublishOnce publishes data to subj with a Nats-Msg-Id (dedupe within the
+// window). A message the stream refuses because its subject already holds
+// one is reported as ErrDuplicate.
+func PublishOnce(ctx context.Context, js jetstream.JetStream, subj, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	msg := &nats.Msg{Subject: subj, Data: data, Header: hdr}
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		if isPerSubjectFull(err) {
+			return nil, fmt.Errorf("%w: %s", ErrDuplicate, subj)
+		}
+		return nil, fmt.Errorf("bus: publish %s: %w", subj, err)
+	}
+	return ack, nil
+}

@@ -1,0 +1,91 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+)
+
+func TestSetupIsIdempotent(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- bus.Setup(ctx, js, bus.Options{}) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestPublishIfSeqExactlyOneWinner(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	subj := "scope.p.c.signin"
+	seq, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{"v":0}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{}`), 0); !errors.Is(err, bus.ErrConflict) {
+		t.Fatalf("second create: got %v, want ErrConflict", err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{"v":1}`), seq)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, bus.ErrConflict):
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners, want 1", wins.Load())
+	}
+	r := bus.NewReader(js, bus.StreamScopes)
+	if _, err := r.Last(ctx, "scope.p.c.none"); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("missing subject: %v", err)
+	}
+	subs, err := r.Subjects(ctx, "scope.p.c.>")
+	if err != nil || subs[subj] != 2 {
+		t.Fatalf("subjects: %v %v", subs, err)
+	}
+}
+
+func TestMailSubjectKeepsOneMessage(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bus.PublishOnce(ctx, js, bus.MailCommandPrefix+"m1", "a", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Same msg id: deduplicated silently within the window.
+	if _, err := bus.PublishOnce(ctx, js, bus.MailCommandPrefix+"m1", "a", []byte("x"), nil); err != nil {
+		t.Fatalf("dedupe within window: %v", err)
+	}
+	// Different msg id (as after the window): refused by the stream.
+	if _, err := bus.PublishOnce(ctx, js, bus.MailCommandPrefix+"m1", "b", []byte("x"), nil); !errors.Is(err, bus.ErrDuplicate) {
+		t.Fatalf("after window: got %v, want ErrDuplicate", err)
+	}
+}

@@ -1,0 +1,190 @@
+// Package config owns linkpipe's configuration: the environment variables of
+// DESIGN.md's table, the flags that mirror them, their defaults, their
+// validation, and the -h listing. A missing or invalid setting stops a
+// process at start with an error that names the variable.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/link"
+)
+
+// Var is one setting.
+type Var struct {
+	// Env is the environment variable, e.g. NATS_URL.
+	Env string
+	// Default applies when neither the flag nor the variable is set.
+	Default string
+	Usage   string
+	// Required settings must be non-empty after defaults.
+	Required bool
+	// Check validates a non-empty value.
+	Check func(string) error
+}
+
+// Flag is the flag that mirrors the variable: NATS_URL -> -nats-url,
+// LINKPIPE_DATA_DIR -> -data-dir.
+func (v Var) Flag() string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(v.Env, "LINKPIPE_")), "_", "-")
+}
+
+// The settings of DESIGN.md's configuration table.
+var (
+	NATSURL = Var{Env: "NATS_URL", Default: "nats://127.0.0.1:4222",
+		Usage: "NATS server URL(s), comma-separated", Check: checkNATSURL}
+	DataDir = Var{Env: "LINKPIPE_DATA_DIR", Default: "./data",
+		Usage: "directory of this process's own bbolt file"}
+	LinkKey = Var{Env: "LINKPIPE_LINK_KEY", Required: true,
+		Usage: "secret tokens are derived from: base64 of 32 bytes, optional kid: prefix, comma-separated newest first for rotation",
+		Check: func(s string) error { _, err := link.ParseKeyring(s); return err }}
+	PublicURL = Var{Env: "LINKPIPE_PUBLIC_URL", Default: "http://127.0.0.1:8080",
+		Usage: "base URL of the redeemer; links are <PUBLIC_URL>/l/<token>", Check: checkBaseURL}
+	HTTPAddr = Var{Env: "LINKPIPE_HTTP_ADDR", Default: ":8080",
+		Usage: "redeemer listen address", Check: checkAddr}
+	AdminAddr = Var{Env: "LINKPIPE_ADMIN_ADDR", Default: ":9090",
+		Usage: "listen address of /healthz, /readyz, /metrics", Check: checkAddr}
+	MailFrom = Var{Env: "LINKPIPE_MAIL_FROM",
+		Usage: "From address of every email (required with the ses driver)",
+		Check: func(s string) error { return events.CheckEmail("", s) }}
+	MailDriver = Var{Env: "LINKPIPE_MAIL_DRIVER", Default: "ses",
+		Usage: "ses (Amazon SES v2) or sink (local inbox in the mailer's bbolt)",
+		Check: func(s string) error {
+			if s != "ses" && s != "sink" {
+				return errors.New(`must be "ses" or "sink"`)
+			}
+			return nil
+		}}
+	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
+		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
+	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
+		Usage: "Ed25519 seed (base64, 32 bytes) signing portal tickets", Check: checkSeed}
+	// The AWS SDK reads these itself; they are listed so -h shows them.
+	AWSRegion    = Var{Env: "AWS_REGION", Usage: "AWS region of SES (SDK setting)"}
+	AWSEndpoint  = Var{Env: "AWS_ENDPOINT_URL_SESV2", Usage: "SES v2 endpoint override (SDK setting), e.g. an emulator"}
+	AWSAccessKey = Var{Env: "AWS_ACCESS_KEY_ID", Usage: "AWS access key (SDK setting)"}
+	AWSSecretKey = Var{Env: "AWS_SECRET_ACCESS_KEY", Usage: "AWS secret key (SDK setting)"}
+)
+
+// Values are the resolved settings, by variable name.
+type Values map[string]string
+
+// Get returns the value of a setting.
+func (v Values) Get(s Var) string { return v[s.Env] }
+
+// Parse resolves vars from args (flags win), getenv and the defaults, and
+// validates them. With -h it writes the listing to out and returns
+// flag.ErrHelp. Errors name the variable.
+func Parse(prog string, args []string, getenv func(string) string, out io.Writer, vars ...Var) (Values, error) {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	fs.SetOutput(out)
+	flags := make(map[string]*string, len(vars))
+	for _, v := range vars {
+		flags[v.Env] = fs.String(v.Flag(), "", v.Env)
+	}
+	fs.Usage = func() { Usage(out, prog, vars...) }
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected argument %q (settings are flags or environment variables; -h lists them)", prog, fs.Arg(0))
+	}
+	vals := Values{}
+	for _, v := range vars {
+		val := *flags[v.Env]
+		if val == "" {
+			val = getenv(v.Env)
+		}
+		if val == "" {
+			val = v.Default
+		}
+		if val == "" && v.Required {
+			return nil, fmt.Errorf("%s: %s is required: %s", prog, v.Env, v.Usage)
+		}
+		if val != "" && v.Check != nil {
+			if err := v.Check(val); err != nil {
+				return nil, fmt.Errorf("%s: %s is invalid: %v", prog, v.Env, err)
+			}
+		}
+		vals[v.Env] = val
+	}
+	return vals, nil
+}
+
+// Usage writes the -h listing: every setting, its flag, default and meaning.
+func Usage(out io.Writer, prog string, vars ...Var) {
+	fmt.Fprintf(out, "Usage of %s: settings come from flags or the environment (flags win).\n\n", prog)
+	for _, v := range vars {
+		def := v.Default
+		switch {
+		case v.Required:
+			def = "required"
+		case def == "":
+			def = "unset"
+		}
+		fmt.Fprintf(out, "  %-24s -%-14s %s (default: %s)\n", v.Env, v.Flag(), v.Usage, def)
+	}
+}
+
+// Optional returns v with Required off (the all-in-one dev mode generates
+// the secrets it needs).
+func Optional(v Var) Var {
+	v.Required = false
+	return v
+}
+
+func checkNATSURL(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
+			return fmt.Errorf("%q is not a nats:// URL", part)
+		}
+	}
+	return nil
+}
+
+func checkBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL without query", s)
+	}
+	return nil
+}
+
+func checkAddr(s string) error {
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	return nil
+}
+
+func checkSeed(s string) error {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		b, err = base64.RawURLEncoding.DecodeString(s)
+	}
+	if err != nil || len(b) != 32 {
+		return errors.New("must be base64 of 32 bytes")
+	}
+	return nil
+}
+
+// DecodeSeed decodes a checked LINKPIPE_TICKET_KEY.
+func DecodeSeed(s string) ([]byte, error) {
+	if err := checkSeed(s); err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		b, err = base64.RawURLEncoding.DecodeString(s)
+	}
+	return b, err
+}
