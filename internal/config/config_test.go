@@ -1,0 +1,57 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+
+	"github.com/linkpipe/linkpipe/internal/config"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseDefaultsEnvAndFlags(t *testing.T) {
+	var out bytes.Buffer
+	v, err := config.Parse("x", []string{"-http-addr", "127.0.0.1:1"}, env(map[string]string{
+		"LINKPIPE_HTTP_ADDR": ":2", "LINKPIPE_PUBLIC_URL": "https://links.example"}), &out,
+		config.NATSURL, config.HTTPAddr, config.PublicURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Get(config.NATSURL) != "nats://127.0.0.1:4222" || v.Get(config.HTTPAddr) != "127.0.0.1:1" || v.Get(config.PublicURL) != "https://links.example" {
+		t.Fatalf("%v", v)
+	}
+}
+
+func TestParseNamesTheBadSetting(t *testing.T) {
+	cases := map[string]map[string]string{
+		"LINKPIPE_LINK_KEY":    {},
+		"LINKPIPE_PUBLIC_URL":  {"LINKPIPE_LINK_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "LINKPIPE_PUBLIC_URL": "ftp://x"},
+		"NATS_URL":             {"LINKPIPE_LINK_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "NATS_URL": "http://x"},
+		"LINKPIPE_MAIL_DRIVER": {"LINKPIPE_LINK_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "LINKPIPE_MAIL_DRIVER": "smtp"},
+	}
+	for name, e := range cases {
+		_, err := config.Parse("x", nil, env(e), &bytes.Buffer{}, config.LinkKey, config.PublicURL, config.NATSURL, config.MailDriver)
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	vars := []config.Var{config.NATSURL, config.DataDir, config.LinkKey, config.PublicURL, config.HTTPAddr,
+		config.AdminAddr, config.MailFrom, config.MailDriver, config.PortalURL, config.TicketKey,
+		config.AWSRegion, config.AWSEndpoint, config.AWSAccessKey, config.AWSSecretKey}
+	_, err := config.Parse("x", []string{"-h"}, env(nil), &out, vars...)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	for _, v := range vars {
+		if !strings.Contains(out.String(), v.Env) || !strings.Contains(out.String(), "-"+v.Flag()) {
+			t.Errorf("-h does not list %s", v.Env)
+		}
+	}
+}
