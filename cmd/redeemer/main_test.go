@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/ticket"
+)
+
+var seed = bytes.Repeat([]byte{5}, 32)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// syncBuffer is an io.Writer safe for the test and run to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, env(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, v := range config.RedeemerVars() {
+		if !strings.Contains(out.String(), v.Env) || !strings.Contains(out.String(), "-"+v.Flag()) {
+			t.Errorf("-h does not list %s:\n%s", v.Env, out.String())
+		}
+	}
+}
+
+func TestBadConfigurationStopsAtStart(t *testing.T) {
+	good := map[string]string{
+		"LINKPIPE_PORTAL_URL": "https://portal.example",
+		"LINKPIPE_TICKET_KEY": base64.StdEncoding.EncodeToString(seed),
+		"NATS_URL":            "nats://127.0.0.1:1",
+	}
+	for name, tc := range map[string]struct{ key, val string }{
+		"portal missing":  {"LINKPIPE_PORTAL_URL", ""},
+		"portal relative": {"LINKPIPE_PORTAL_URL", "/portal"},
+		"ticket missing":  {"LINKPIPE_TICKET_KEY", ""},
+		"ticket short":    {"LINKPIPE_TICKET_KEY", base64.StdEncoding.EncodeToString(seed[:16])},
+		"nats url":        {"NATS_URL", "http://x"},
+		"public url":      {"LINKPIPE_PUBLIC_URL", "links.example"},
+		"http addr":       {"LINKPIPE_HTTP_ADDR", "8080"},
+	} {
+		m := map[string]string{}
+		for k, v := range good {
+			m[k] = v
+		}
+		m[tc.key] = tc.val
+		err := run(context.Background(), nil, env(m), io.Discard)
+		if !errors.Is(err, errConfig) || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: got %v, want a configuration error naming %s", name, err, tc.key)
+		}
+	}
+}
+
+func TestRunServesUntilCanceled(t *testing.T) {
+	srv := bustest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0"}, env(map[string]string{
+			"NATS_URL":            srv.URL,
+			"LINKPIPE_DATA_DIR":   t.TempDir(),
+			"LINKPIPE_PUBLIC_URL": "https://links.example",
+			"LINKPIPE_PORTAL_URL": "https://portal.example",
+			"LINKPIPE_TICKET_KEY": base64.RawURLEncoding.EncodeToString(seed),
+		}), out)
+	}()
+	ready := regexp.MustCompile(`redeemer ready http=(\S+)`)
+	var addr string
+	deadline := time.Now().Add(30 * time.Second)
+	for addr == "" {
+		if m := ready.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before ready: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after 30s")
+		}
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, body := get(p); code != 200 {
+			t.Fatalf("%s: %d %s", p, code, body)
+		}
+	}
+	code, jwks := get("/.well-known/jwks.json")
+	signer, _ := ticket.NewSigner(seed, "")
+	if code != 200 || !strings.Contains(jwks, `"kid":"`+signer.Kid()+`"`) {
+		t.Fatalf("jwks %d %s (want kid %s)", code, jwks, signer.Kid())
+	}
+	if code, body := get("/l/not-a-token"); code != 404 || !strings.Contains(body, `content="not_found"`) {
+		t.Fatalf("unknown link: %d\n%s", code, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}

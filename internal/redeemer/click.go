@@ -1,0 +1,335 @@
+package redeemer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/ticket"
+)
+
+// errUnavailable wraps NATS trouble: the answer is a 503 page, never a
+// verdict.
+var errUnavailable = errors.New("redeemer: link store unavailable")
+
+// scannerAgents are User-Agent fragments (lower case) of email security
+// scanners and link previewers that open links before the person does.
+var scannerAgents = []string{
+	"safelinks", "bingpreview", "microsoft office", "ms-office", "outlook", "proofpoint", "urldefense",
+	"mimecast", "barracuda", "forcepoint", "symantec", "trendmicro", "fireeye", "ironport", "cisco",
+	"sophos", "zscaler", "checkpoint", "paloalto", "googleimageproxy", "slackbot", "facebookexternalhit",
+	"whatsapp", "skypeuripreview", "linkpreview", "python-requests", "go-http-client", "wget", "curl",
+	"headlesschrome", "bot", "crawler", "spider", "scanner",
+}
+
+// looksLikeScanner flags a touch that is probably not the person.
+func looksLikeScanner(req *http.Request) bool {
+	if req.Method == http.MethodHead {
+		return true
+	}
+	ua := strings.ToLower(req.UserAgent())
+	if ua == "" {
+		return true
+	}
+	for _, s := range scannerAgents {
+		if strings.Contains(ua, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// click is what a request knows about its link.
+type click struct {
+	token  string
+	linkID string
+	// issued is nil when the token names no link.
+	issued *events.LinkEvent
+	// state and seq: the scope's last state (nil if none) and its sequence.
+	state *link.State
+	seq   uint64
+	scope string
+}
+
+// lookup resolves a token to its link and issued record. A token that names
+// no link yields a click with a nil issued and no error.
+func (r *Redeemer) lookup(ctx context.Context, token string) (*click, error) {
+	c := &click{token: token}
+	id, err := link.ID(token)
+	if err != nil {
+		return c, nil
+	}
+	c.linkID = id
+	if ev, ok := r.issued.get(id); ok {
+		r.m.cacheHits.Inc()
+		c.issued = ev
+	} else {
+		var ev events.LinkEvent
+		if _, err := r.links.LastJSON(ctx, events.LinkSubject(id, events.TypeIssued), &ev); err != nil {
+			if errors.Is(err, bus.ErrNotFound) {
+				return c, nil
+			}
+			return nil, fmt.Errorf("%w: %w", errUnavailable, err)
+		}
+		if ev.LinkID != id {
+			return c, nil
+		}
+		r.issued.put(id, &ev)
+		c.issued = &ev
+	}
+	c.scope = link.ScopeOf(c.issued)
+	return c, nil
+}
+
+// readState (re)reads the scope's state into c.
+func (r *Redeemer) readState(ctx context.Context, c *click) error {
+	var st link.State
+	seq, err := r.scopes.LastJSON(ctx, c.scope, &st)
+	switch {
+	case errors.Is(err, bus.ErrNotFound):
+		c.state, c.seq = nil, 0
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	c.state, c.seq = &st, seq
+	return nil
+}
+
+func (r *Redeemer) observe(route string, start time.Time) {
+	r.m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+}
+
+// serveGet answers GET (and HEAD) /l/{token}: never consumes.
+func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
+	defer r.observe("get", time.Now())
+	ctx, cancel := context.WithTimeout(req.Context(), opTimeout)
+	defer cancel()
+	method := req.Method
+	c, err := r.lookup(ctx, req.PathValue("token"))
+	if err == nil && c.issued != nil {
+		err = r.readState(ctx, c)
+	}
+	if err != nil {
+		r.unavailable(w, req, method, err)
+		return
+	}
+	if c.issued == nil {
+		r.m.clicks.WithLabelValues(method, outcomeNotFound).Inc()
+		r.refuse(w, c, events.ReasonNotFound)
+		return
+	}
+	now := r.clock.Now()
+	v := link.Evaluate(c.linkID, c.state, now)
+	if method == http.MethodHead {
+		// A HEAD is a scanner's: no side effect but the touch.
+		r.publishClick(ctx, c, events.TypeTouched, "", req, now)
+		if v.OK {
+			r.m.clicks.WithLabelValues(method, outcomeConfirm).Inc()
+			r.confirm(w, c)
+			return
+		}
+		r.m.clicks.WithLabelValues(method, outcomeRefused).Inc()
+		r.refuse(w, c, v.Reason)
+		return
+	}
+	switch {
+	case v.OK:
+		r.publishClick(ctx, c, events.TypeTouched, "", req, now)
+		r.m.clicks.WithLabelValues(method, outcomeConfirm).Inc()
+		r.confirm(w, c)
+	case v.Reason == events.ReasonUsed && r.hasSession(req, c.linkID, now):
+		r.through(w, req, c, now, outcomeContinued)
+	default:
+		r.refused(ctx, w, req, c, v.Reason, now)
+	}
+}
+
+// servePost answers POST /l/{token}: redeems.
+func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
+	defer r.observe("post", time.Now())
+	ctx, cancel := context.WithTimeout(req.Context(), opTimeout)
+	defer cancel()
+	c, err := r.lookup(ctx, req.PathValue("token"))
+	if err != nil {
+		r.unavailable(w, req, req.Method, err)
+		return
+	}
+	if c.issued == nil {
+		r.m.clicks.WithLabelValues(req.Method, outcomeNotFound).Inc()
+		r.refuse(w, c, events.ReasonNotFound)
+		return
+	}
+	for range casAttempts {
+		if err := r.readState(ctx, c); err != nil {
+			r.unavailable(w, req, req.Method, err)
+			return
+		}
+		now := r.clock.Now()
+		v := link.Evaluate(c.linkID, c.state, now)
+		switch {
+		case v.OK:
+		case v.Reason == events.ReasonUsed && r.hasSession(req, c.linkID, now):
+			r.through(w, req, c, now, outcomeContinued)
+			return
+		default:
+			r.refused(ctx, w, req, c, v.Reason, now)
+			return
+		}
+		// Sign before the state change: a link must not be burned for a
+		// ticket that cannot be made.
+		tk, target, err := r.ticketFor(c, now)
+		if err != nil {
+			r.unavailable(w, req, req.Method, err)
+			return
+		}
+		if c.state.OneTime {
+			used := *c.state
+			used.Change = link.ChangeUsed
+			used.UsedAt = &now
+			used.EventID = "click-" + randomID()
+			used.At = now
+			data, err := json.Marshal(&used)
+			if err != nil {
+				r.unavailable(w, req, req.Method, fmt.Errorf("redeemer: encode state: %w", err))
+				return
+			}
+			if _, err := bus.PublishIfSeq(ctx, r.js, c.scope, data, c.seq); err != nil {
+				if errors.Is(err, bus.ErrConflict) {
+					r.m.conflicts.Inc()
+					continue // someone else changed the scope: re-read, re-evaluate
+				}
+				r.unavailable(w, req, req.Method, err)
+				return
+			}
+		}
+		r.m.redemptions.WithLabelValues(c.issued.Purpose).Inc()
+		r.redirect(w, req, c, now, tk, target, outcomeRedeemed)
+		return
+	}
+	r.unavailable(w, req, req.Method, fmt.Errorf("redeemer: %s: %d conditional publishes lost in a row", c.scope, casAttempts))
+}
+
+// through lets the browser that redeemed a used link continue its session.
+func (r *Redeemer) through(w http.ResponseWriter, req *http.Request, c *click, now time.Time, outcome string) {
+	tk, target, err := r.ticketFor(c, now)
+	if err != nil {
+		r.unavailable(w, req, req.Method, err)
+		return
+	}
+	r.redirect(w, req, c, now, tk, target, outcome)
+}
+
+func (r *Redeemer) redirect(w http.ResponseWriter, req *http.Request, c *click, now time.Time, tk, target, outcome string) {
+	r.setSession(w, req, c.linkID, now)
+	r.m.clicks.WithLabelValues(req.Method, outcome).Inc()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", withTicket(target, tk))
+	w.WriteHeader(http.StatusSeeOther)
+}
+
+// refused answers a refused click on an existing link and records it.
+func (r *Redeemer) refused(ctx context.Context, w http.ResponseWriter, req *http.Request, c *click, reason string, now time.Time) {
+	r.m.clicks.WithLabelValues(req.Method, outcomeRefused).Inc()
+	r.m.refusals.WithLabelValues(reason).Inc()
+	if reason != events.ReasonNotFound { // no event carries not_found
+		r.publishClick(ctx, c, events.TypeExpired, reason, req, now)
+	}
+	r.refuse(w, c, reason)
+}
+
+// ticketFor signs the portal ticket of a redemption and names its target.
+func (r *Redeemer) ticketFor(c *click, now time.Time) (tk, target string, err error) {
+	iss := c.issued
+	tk, err = r.cfg.Signer.Sign(ticket.Claims{
+		Subject: iss.ClientID, Practice: iss.PracticeID, Purpose: iss.Purpose, Link: c.linkID,
+		IssuedAt: now.Unix(), ExpiresAt: now.Add(ticket.MaxLifetime).Unix(), Idle: r.idleSecs,
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("redeemer: ticket for %s: %w", c.linkID, err)
+	}
+	return tk, r.target(iss, r.cfg.Practices.Get(iss.PracticeID)), nil
+}
+
+// target is the portal page a redemption lands on (DESIGN.md "Portal
+// targets"); it is always on the portal.
+func (r *Redeemer) target(iss *events.LinkEvent, s practice.Settings) string {
+	base := r.portal
+	if s.PortalURL != "" && events.CheckPortalURL("", s.PortalURL) == nil {
+		base = strings.TrimRight(s.PortalURL, "/")
+	}
+	switch iss.Purpose {
+	case events.PurposeDocument:
+		return base + "/documents/" + url.PathEscape(iss.DocumentID)
+	case events.PurposeTelehealth:
+		return base + "/appointments/" + url.PathEscape(iss.AppointmentID)
+	}
+	if iss.ReturnTo != "" && events.CheckReturnTo("return_to", iss.ReturnTo) == nil {
+		return base + iss.ReturnTo
+	}
+	if u, err := url.Parse(base); err == nil && u.Path == "" {
+		return base + "/"
+	}
+	return base
+}
+
+// withTicket appends ticket=<tk> to target's query, before any fragment.
+func withTicket(target, tk string) string {
+	frag := ""
+	if i := strings.IndexByte(target, '#'); i >= 0 {
+		target, frag = target[:i], target[i:]
+	}
+	sep := "?"
+	if strings.Contains(target, "?") {
+		sep = "&"
+		if strings.HasSuffix(target, "?") || strings.HasSuffix(target, "&") {
+			sep = ""
+		}
+	}
+	return target + sep + "ticket=" + url.QueryEscape(tk) + frag
+}
+
+// publishClick records a touch or a refused click on LINKS. Failing to
+// record it never changes the answer.
+func (r *Redeemer) publishClick(ctx context.Context, c *click, typ, reason string, req *http.Request, now time.Time) {
+	ua := req.UserAgent()
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	ev := events.LinkEvent{
+		EventID: typ + "-" + randomID(), Type: typ, LinkID: c.linkID,
+		PracticeID: c.issued.PracticeID, ClientID: c.issued.ClientID, Purpose: c.issued.Purpose,
+		At: now, Reason: reason, UserAgent: strings.ToValidUTF8(ua, ""), Scanner: looksLikeScanner(req),
+	}
+	data, err := json.Marshal(&ev)
+	if err == nil {
+		_, err = bus.PublishOnce(ctx, r.js, ev.Subject(), ev.EventID, data, nil)
+	}
+	if err != nil {
+		r.log.Warn("redeemer: click event not published", keyLinkID, c.linkID, keySubject, ev.Subject(), keyErr, err)
+	}
+}
+
+func (r *Redeemer) unavailable(w http.ResponseWriter, req *http.Request, method string, err error) {
+	r.m.clicks.WithLabelValues(method, outcomeUnavailable).Inc()
+	r.log.Error("redeemer: click not answered", keyErr, err)
+	r.pages.render(w, http.StatusServiceUnavailable, "unavailable", pageData{Title: "Please try again in a minute"})
+}
+
+func (r *Redeemer) serveNotFound(w http.ResponseWriter, req *http.Request) {
+	r.m.clicks.WithLabelValues(req.Method, outcomeNotFound).Inc()
+	r.refuse(w, &click{}, events.ReasonNotFound)
+}
+
+func (r *Redeemer) serveForbidden(w http.ResponseWriter, req *http.Request) {
+	r.pages.render(w, http.StatusForbidden, "forbidden", pageData{Title: "Please open the link from your email"})
+}

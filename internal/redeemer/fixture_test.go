@@ -1,0 +1,342 @@
+package redeemer_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/ticket"
+)
+
+// t0 is the fake clock's start.
+var t0 = time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+
+// Practices of the fixture: acme has its own portal, plain uses the
+// redeemer's default.
+const (
+	practiceAcme  = "acme"
+	practicePlain = "plain"
+)
+
+// env is one NATS server, a fake clock, a keyring, the practice directory
+// and a portal that records what it receives.
+type env struct {
+	t      testing.TB
+	srv    *bustest.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	keys   *link.Keyring
+	clock  *clock.Fake
+	dir    *practice.Directory
+	signer *ticket.Signer
+
+	portal        *httptest.Server // acme's portal
+	defaultPortal *httptest.Server // the redeemer's PortalURL
+	mu            sync.Mutex
+	landed        []*http.Request
+
+	actionSeq atomic.Uint64
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := &env{t: t, srv: bustest.Start(t), clock: clock.NewFake(t0)}
+	e.nc, e.js = e.srv.Connect(t)
+	e.keys = link.NewKeyring("k1", bytes.Repeat([]byte{7}, 32))
+	var err error
+	e.signer, err = ticket.NewSigner(bytes.Repeat([]byte{9}, 32), "http://links.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.mu.Lock()
+			e.landed = append(e.landed, r)
+			e.mu.Unlock()
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, "<!doctype html><title>"+name+"</title><h1>Welcome to the "+name+"</h1>")
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	e.portal, e.defaultPortal = record("Acme portal"), record("default portal")
+	ctx := context.Background()
+	e.dir, err = practice.Open(ctx, e.js, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.dir.Close() })
+	if err := e.dir.Put(ctx, &events.PracticeUpdated{
+		Envelope: events.Envelope{EventID: "p1", PracticeID: practiceAcme},
+		Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "desk@acme.example", PortalURL: e.portal.URL + "/portal"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// server is one redeemer replica behind an httptest server, its projector
+// running until the test ends.
+type server struct {
+	*httptest.Server
+	r *redeemer.Redeemer
+}
+
+func (e *env) start(mod ...func(*redeemer.Config)) *server {
+	e.t.Helper()
+	cfg := redeemer.Config{
+		JS: e.js, NC: e.nc, Practices: e.dir, Signer: e.signer,
+		PublicURL: "http://links.test", PortalURL: e.defaultPortal.URL,
+		CookieKey: bytes.Repeat([]byte{3}, 32), Clock: e.clock,
+		Log: slog.New(slog.DiscardHandler),
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	r, err := redeemer.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	hs := httptest.NewServer(r.Handler())
+	e.t.Cleanup(func() {
+		hs.Close()
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("projector: %v", err)
+		}
+	})
+	return &server{Server: hs, r: r}
+}
+
+// spec describes a link to issue.
+type spec struct {
+	Purpose  string // default signin
+	Practice string // default acme
+	Client   string // default c-1
+	EventID  string // required
+	ReturnTo string
+	// Document links.
+	DocumentID, ShareID string
+	// Telehealth links.
+	AppointmentID string
+	StartsAt      time.Time
+	EndsAt        time.Time
+}
+
+// issue does what the issuer does for an action (HELPERS.md data flow step
+// 2): mint the token, CAS-publish the scope state that makes the link
+// current, publish links.<id>.issued. It returns the token and link id.
+func (e *env) issue(s spec) (token, linkID string) {
+	e.t.Helper()
+	if s.Purpose == "" {
+		s.Purpose = events.PurposeSignin
+	}
+	if s.Practice == "" {
+		s.Practice = practiceAcme
+	}
+	if s.Client == "" {
+		s.Client = "c-1"
+	}
+	ctx := context.Background()
+	token, err := e.keys.Mint(e.keys.CurrentKid(), s.Purpose, s.Practice, s.EventID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	linkID, err = link.ID(token)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	now := e.clock.Now()
+	pol := e.dir.Get(s.Practice).Policy
+	ev := &events.LinkEvent{
+		EventID: "issued-" + linkID, Type: events.TypeIssued, LinkID: linkID,
+		PracticeID: s.Practice, ClientID: s.Client, Purpose: s.Purpose, At: now, CauseEventID: s.EventID,
+		Client:   &events.Client{ID: s.Client, Email: s.Client + "@example.com", Name: "Pat " + s.Client},
+		ReturnTo: s.ReturnTo, DocumentID: s.DocumentID, ShareID: s.ShareID, AppointmentID: s.AppointmentID,
+	}
+	st := link.State{Change: link.ChangeIssued, LinkID: linkID, Purpose: s.Purpose, OneTime: true,
+		ValidFrom: now, ExpiresAt: now.Add(pol.SigninTTL), EventID: s.EventID, At: now,
+		ActionSeq: e.actionSeq.Add(1)}
+	switch s.Purpose {
+	case events.PurposeDocument:
+		st.ExpiresAt = now.Add(pol.DocumentTTL)
+	case events.PurposeTelehealth:
+		st.OneTime = false
+		st.ExpiresAt = s.EndsAt.Add(pol.TelehealthGrace)
+		st.Appointment = &events.Appointment{ID: s.AppointmentID, StartsAt: &s.StartsAt, EndsAt: &s.EndsAt,
+			Telehealth: true, Timezone: "America/Chicago"}
+	}
+	ev.ValidFrom, ev.ExpiresAt = &st.ValidFrom, &st.ExpiresAt
+	scope := link.ScopeOf(ev)
+	scopes := bus.NewReader(e.js, bus.StreamScopes)
+	for {
+		var old link.State
+		seq, err := scopes.LastJSON(ctx, scope, &old)
+		if err != nil && !errors.Is(err, bus.ErrNotFound) {
+			e.t.Fatal(err)
+		}
+		if seq != 0 {
+			st.Supersedes, ev.Supersedes = old.LinkID, old.LinkID
+		}
+		data, _ := json.Marshal(&st)
+		if _, err = bus.PublishIfSeq(ctx, e.js, scope, data, seq); err == nil {
+			break
+		} else if !errors.Is(err, bus.ErrConflict) {
+			e.t.Fatal(err)
+		}
+	}
+	data, _ := json.Marshal(ev)
+	if _, err := bus.PublishOnce(ctx, e.js, ev.Subject(), ev.EventID, data, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	return token, linkID
+}
+
+// change CAS-publishes a change to the scope of linkID's issued event (what
+// the issuer does on revoke, cancel).
+func (e *env) change(linkID string, f func(*link.State)) {
+	e.t.Helper()
+	ctx := context.Background()
+	var ev events.LinkEvent
+	if _, err := bus.NewReader(e.js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
+		e.t.Fatal(err)
+	}
+	scope := link.ScopeOf(&ev)
+	var st link.State
+	seq, err := bus.NewReader(e.js, bus.StreamScopes).LastJSON(ctx, scope, &st)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f(&st)
+	data, _ := json.Marshal(&st)
+	if _, err := bus.PublishIfSeq(ctx, e.js, scope, data, seq); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// count is the number of messages on subj in stream.
+func (e *env) count(stream, subj string) uint64 {
+	e.t.Helper()
+	subs, err := bus.NewReader(e.js, stream).Subjects(context.Background(), subj)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range subs {
+		n += c
+	}
+	return n
+}
+
+// lastEvent decodes the last lifecycle event on links.<id>.<typ>.
+func (e *env) lastEvent(linkID, typ string) *events.LinkEvent {
+	e.t.Helper()
+	var ev events.LinkEvent
+	if _, err := bus.NewReader(e.js, bus.StreamLinks).LastJSON(context.Background(), events.LinkSubject(linkID, typ), &ev); err != nil {
+		e.t.Fatalf("%s %s: %v", linkID, typ, err)
+	}
+	return &ev
+}
+
+// projectorIdle waits until the projector has acked every SCOPES message.
+func (e *env) projectorIdle() {
+	e.t.Helper()
+	ctx := context.Background()
+	eventually(e.t, "projector caught up", func() bool {
+		c, err := e.js.Consumer(ctx, bus.StreamScopes, bus.ConsumerProjector)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+}
+
+// eventually polls cond until it holds, failing after 15s.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// noRedirect is a client that returns redirects instead of following them.
+func noRedirect(jar http.CookieJar) *http.Client {
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+type answer struct {
+	status int
+	body   string
+	header http.Header
+}
+
+func do(t testing.TB, c *http.Client, method, url string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, string(b), resp.Header}
+}
+
+var reasonMeta = regexp.MustCompile(`<meta name="linkpipe-reason" content="([a-z_]+)">`)
+
+// reason is the page's linkpipe-reason, "" if none.
+func (a answer) reason() string {
+	m := reasonMeta.FindStringSubmatch(a.body)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// refused checks a refusal answer: status and reason.
+func (a answer) refused(t testing.TB, status int, reason string) {
+	t.Helper()
+	if a.status != status || a.reason() != reason {
+		t.Fatalf("got %d reason %q, want %d %q\n%s", a.status, a.reason(), status, reason, a.body)
+	}
+	if !strings.Contains(a.body, htmlEscape(link.Explain(reason))) {
+		t.Fatalf("page does not explain %q in plain words:\n%s", reason, a.body)
+	}
+}
+
+func htmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace(s)
+}

@@ -1,0 +1,77 @@
+package redeemer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of a click (linkpipe_redeemer_clicks_total{outcome}).
+const (
+	outcomeConfirm     = "confirm"     // GET of a valid link: confirm page
+	outcomeRedeemed    = "redeemed"    // POST won: 303 to the portal
+	outcomeContinued   = "continued"   // used link, same browser: 303 again
+	outcomeRefused     = "refused"     // 410 with a reason
+	outcomeNotFound    = "not_found"   // 404
+	outcomeUnavailable = "unavailable" // 503: NATS trouble
+)
+
+type metrics struct {
+	clicks      *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
+	redemptions *prometheus.CounterVec
+	conflicts   prometheus.Counter
+	latency     *prometheus.HistogramVec
+	renewals    *prometheus.CounterVec
+	projected   *prometheus.CounterVec
+	cacheHits   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		clicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_clicks_total",
+			Help: "Clicks on links by method and outcome (confirm, redeemed, continued, refused, not_found, unavailable).",
+		}, []string{"method", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_refusals_total",
+			Help: "Refused clicks by reason.",
+		}, []string{"reason"}),
+		redemptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_redemptions_total",
+			Help: "Successful redemptions (tickets issued after a POST) by purpose.",
+		}, []string{"purpose"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_cas_conflicts_total",
+			Help: "Conditional publishes on a scope that lost to a concurrent writer.",
+		}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "linkpipe_redeemer_request_duration_seconds",
+			Help:    "Time to answer a click, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_renewals_total",
+			Help: "Renewal requests by result (sent, client_limited, ip_limited, unknown, failed).",
+		}, []string{"result"}),
+		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_projected_total",
+			Help: "Scope changes the projector turned into lifecycle events, by event type (none: nothing to publish).",
+		}, []string{"type"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_issued_cache_hits_total",
+			Help: "Clicks whose issued record came from memory instead of LINKS.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.clicks, m.refusals, m.redemptions, m.conflicts, m.latency, m.renewals, m.projected, m.cacheHits} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("redeemer: metrics already registered (one Redeemer per registry): %w", err)
+			}
+			return nil, fmt.Errorf("redeemer: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
