@@ -1,0 +1,159 @@
+package mailer
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+	"sort"
+)
+
+// The inbox pages: plain HTML and CSS, no script, no external assets.
+
+type inboxRow struct {
+	Href, To, Subject, When, Link string
+}
+
+type listPage struct {
+	Title string
+	Back  string
+	JSON  string
+	Rows  []inboxRow
+}
+
+type header struct{ Name, Value string }
+
+type segment struct{ Text, URL string }
+
+type messagePage struct {
+	Title   string
+	Back    string
+	M       SinkMessage
+	Headers []header
+	Text    []segment
+	SrcDoc  string
+}
+
+// inboxCSP keeps the inbox inert: no script anywhere, styles inline only;
+// the email's HTML is further confined to a sandboxed frame.
+const inboxCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; form-action 'none'; frame-ancestors 'self'"
+
+func writePage(w http.ResponseWriter, t *template.Template, data any) {
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, data); err != nil {
+		http.Error(w, "inbox page failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", inboxCSP)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// linkify splits text into plain runs and URLs, for clickable links in the
+// escaped text view.
+func linkify(text string) []segment {
+	var out []segment
+	last := 0
+	for _, loc := range urlPattern.FindAllStringIndex(text, -1) {
+		if loc[0] > last {
+			out = append(out, segment{Text: text[last:loc[0]]})
+		}
+		out = append(out, segment{URL: text[loc[0]:loc[1]]})
+		last = loc[1]
+	}
+	if last < len(text) {
+		out = append(out, segment{Text: text[last:]})
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+const pageHead = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{{block "refresh" .}}{{end}}
+<title>{{.Title}} · linkpipe mail sink</title>
+<style>
+body{margin:0;font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2933;background:#f4f5f7}
+header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;gap:16px;align-items:baseline}
+header a{color:#cbd2d9}
+header strong{font-size:17px}
+main{max-width:980px;margin:24px auto;padding:0 16px}
+.card{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:16px 20px;margin-bottom:16px}
+table{width:100%;border-collapse:collapse}
+th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #e4e7eb;vertical-align:top}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#7b8794}
+td.when{white-space:nowrap;color:#52606d}
+a{color:#1f6feb}
+.btn{display:inline-block;background:#1f6feb;color:#fff;text-decoration:none;padding:4px 12px;border-radius:4px;font-size:13px;white-space:nowrap}
+.muted{color:#7b8794}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
+dt{color:#7b8794}
+dd{margin:0;word-break:break-all}
+iframe{width:100%;height:560px;border:1px solid #e4e7eb;border-radius:6px;background:#fff}
+pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+ul.links{margin:0;padding-left:20px}
+ul.links li{word-break:break-all}
+h2{font-size:14px;text-transform:uppercase;letter-spacing:.04em;color:#52606d;margin:0 0 8px}
+</style>
+</head>
+<body>
+<header><strong>linkpipe mail sink</strong>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
+<main>
+`
+
+const pageFoot = `</main>
+</body>
+</html>
+`
+
+var listTmpl = template.Must(template.New("list").Parse(`{{define "refresh"}}<meta http-equiv="refresh" content="3">{{end}}` + pageHead + `
+<div class="card">
+<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first; this page refreshes itself every few seconds. For scripts: <a href="{{.JSON}}">JSON</a>.</p>
+</div>
+<div class="card">
+{{if .Rows}}<table>
+<thead><tr><th>To</th><th>Subject</th><th>Received</th><th></th></tr></thead>
+<tbody>
+{{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">Open link</a>{{end}}</td></tr>
+{{end}}</tbody>
+</table>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
+</div>
+` + pageFoot))
+
+var notFoundTmpl = template.Must(template.New("notfound").Parse(pageHead + `
+<div class="card"><p>There is no email with that id in this inbox.</p></div>
+` + pageFoot))
+
+var messageTmpl = template.Must(template.New("message").Parse(pageHead + `
+<div class="card">
+<dl>
+{{range .Headers}}<dt>{{.Name}}</dt><dd>{{.Value}}</dd>
+{{end}}</dl>
+</div>
+{{if .M.Links}}<div class="card">
+<h2>Links in this email</h2>
+<ul class="links">
+{{range .M.Links}}<li><a href="{{.}}">{{.}}</a></li>
+{{end}}</ul>
+</div>{{end}}
+{{if .SrcDoc}}<div class="card">
+<h2>HTML</h2>
+<iframe title="HTML version of the email" sandbox="allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation" srcdoc="{{.SrcDoc}}"></iframe>
+</div>{{end}}
+<div class="card">
+<h2>Plain text</h2>
+<pre>{{range .Text}}{{if .URL}}<a href="{{.URL}}">{{.URL}}</a>{{else}}{{.Text}}{{end}}{{end}}</pre>
+</div>
+` + pageFoot))

@@ -1,0 +1,602 @@
+// Package mailer owns sending the emails linkpipe queues: the durable
+// consumer "mailer" on the MAIL stream (shared by every replica), which
+// turns each mail.cmd.<mail_id> into one email — re-deriving the link's
+// token from the key, rendering it, handing it to a Sender (Amazon SES, or
+// the local Sink) — and records the outcome: mail.done.<mail_id> on MAIL and
+// links.<link_id>.sent or .failed on LINKS. It also owns the Sink, the dev
+// mode's local inbox.
+//
+// # At most one email per mail id
+//
+// A mail id is queued once (MAIL keeps one message per subject). Before
+// sending, the mailer looks for mail.done.<mail_id>; after a successful send
+// it publishes mail.done.<mail_id> before anything else, then the lifecycle
+// event, then acks. A redelivery (another replica, a restart, an ack lost)
+// therefore finds the done marker and only makes sure the lifecycle event
+// exists. The one window left is a crash between the provider accepting the
+// email and the done marker being stored: that email is sent again. While a
+// send is slow the mailer tells JetStream it is still working on the message
+// (InProgress), so no other replica picks it up meanwhile.
+//
+// # Failures
+//
+// Sender errors wrapping mail.ErrPermanent end the email: mail.done with
+// status "failed", links.<id>.failed with permanent=true, ack. Every other
+// error is retried: the message goes back to the queue with NakWithDelay,
+// the delay doubling from RetryMin to RetryMax by delivery count; the first
+// transient failure also publishes links.<id>.failed with permanent=false so
+// practice systems can see a delay. An email whose link expired before it
+// could be sent fails permanently (the link would not work). A command that
+// cannot be decoded is copied to deadletter.mail and acked.
+package mailer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	netmail "net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/practice"
+)
+
+// Sender hands one email to a mail provider and returns the provider's
+// message id. Errors wrap mail.ErrPermanent (do not retry) or
+// mail.ErrTransient / mail.ErrThrottled (retry later); anything else is
+// treated as transient.
+type Sender interface {
+	Send(ctx context.Context, m *mail.Message) (string, error)
+}
+
+// Config configures a Mailer. JS, Keys, Practices, Sender, From and
+// PublicURL are required.
+type Config struct {
+	JS        jetstream.JetStream
+	Keys      *link.Keyring
+	Practices *practice.Directory
+	Sender    Sender
+	// From is the From address of every email.
+	From string
+	// PublicURL is the redeemer's base URL; links are PublicURL/l/<token>.
+	PublicURL string
+	Clock     clock.Clock
+	Log       *slog.Logger
+	// Metrics registers linkpipe_mailer_* (nil: not exported).
+	Metrics prometheus.Registerer
+	// Concurrency is the number of emails in flight at once (default 8).
+	Concurrency int
+	// RetryMin and RetryMax bound the delay before a transient failure is
+	// retried: RetryMin doubles with each delivery up to RetryMax (default
+	// 1s and 5m), with ±20% jitter.
+	RetryMin, RetryMax time.Duration
+	// SendTimeout bounds one call to the Sender (default 30s).
+	SendTimeout time.Duration
+}
+
+// Mailer is the MAIL consumer.
+type Mailer struct {
+	cfg     Config
+	mailR   *bus.Reader
+	linksR  *bus.Reader
+	log     *slog.Logger
+	metrics metrics
+}
+
+// Log keys.
+const (
+	keyMailID    = "mail_id"
+	keyLinkID    = "link_id"
+	keyPractice  = "practice_id"
+	keyKind      = "kind"
+	keySubject   = "subject"
+	keyAttempt   = "attempt"
+	keyDelay     = "delay"
+	keyMessageID = "message_id"
+	keyErr       = "err"
+)
+
+// Outcomes recorded in mail.done.<mail_id>.
+const (
+	StatusSent   = "sent"
+	StatusFailed = "failed"
+)
+
+// Done is the record at mail.done.<mail_id>: the mail was handed to the
+// provider (sent) or given up for good (failed).
+type Done struct {
+	MailID     string    `json:"mail_id"`
+	Kind       string    `json:"kind"`
+	LinkID     string    `json:"link_id,omitempty"`
+	PracticeID string    `json:"practice_id"`
+	ClientID   string    `json:"client_id"`
+	Purpose    string    `json:"purpose,omitempty"`
+	Status     string    `json:"status"`
+	MessageID  string    `json:"message_id,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// Event returns the lifecycle event that reports d (links.<id>.sent or
+// .failed), or nil for a mail without a link.
+func (d *Done) Event() *events.LinkEvent {
+	if d.LinkID == "" {
+		return nil
+	}
+	typ := events.TypeSent
+	if d.Status == StatusFailed {
+		typ = events.TypeFailed
+	}
+	return &events.LinkEvent{
+		EventID: typ + "-" + d.MailID, Type: typ, LinkID: d.LinkID, PracticeID: d.PracticeID,
+		ClientID: d.ClientID, Purpose: d.Purpose, At: d.At, Reason: d.Reason,
+		Permanent: d.Status == StatusFailed, MailID: d.MailID, MailKind: d.Kind, MessageID: d.MessageID,
+	}
+}
+
+type metrics struct {
+	sent       prometheus.Counter
+	failed     *prometheus.CounterVec
+	sendTime   prometheus.Histogram
+	duplicates prometheus.Counter
+	poison     prometheus.Counter
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	return metrics{
+		sent: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_sent_total", Help: "Emails handed to the mail provider."})),
+		failed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_failed_total",
+			Help: "Failed email attempts; permanent=\"true\" gave the email up, \"false\" will retry."}, []string{"permanent"})),
+		sendTime: register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "linkpipe_mailer_send_seconds", Help: "Time the mail provider took to accept or refuse an email.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)})),
+		duplicates: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."})),
+		poison: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_poison_total", Help: "Undecodable mail commands moved to deadletter.mail."})),
+	}
+}
+
+// New checks cfg and returns a Mailer; Run consumes.
+func New(cfg Config) (*Mailer, error) {
+	switch {
+	case cfg.JS == nil:
+		return nil, errors.New("mailer: JS is required")
+	case cfg.Keys == nil:
+		return nil, errors.New("mailer: Keys is required")
+	case cfg.Practices == nil:
+		return nil, errors.New("mailer: Practices is required")
+	case cfg.Sender == nil:
+		return nil, errors.New("mailer: Sender is required")
+	case cfg.From == "":
+		return nil, errors.New("mailer: From is required")
+	case cfg.PublicURL == "":
+		return nil, errors.New("mailer: PublicURL is required")
+	}
+	if err := events.CheckEmail("from", cfg.From); err != nil {
+		return nil, fmt.Errorf("mailer: From: %w", err)
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Minute
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = cfg.RetryMin
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 30 * time.Second
+	}
+	return &Mailer{
+		cfg:     cfg,
+		mailR:   bus.NewReader(cfg.JS, bus.StreamMail),
+		linksR:  bus.NewReader(cfg.JS, bus.StreamLinks),
+		log:     cfg.Log,
+		metrics: newMetrics(cfg.Metrics),
+	}, nil
+}
+
+// Run consumes mail commands until ctx ends, then lets the emails in flight
+// finish, hands back the commands it had buffered but not started, and
+// returns nil. Streams and the consumer must exist (bus.Setup).
+func (m *Mailer) Run(ctx context.Context) error {
+	cons, err := m.cfg.JS.Consumer(ctx, bus.StreamMail, bus.ConsumerMailer)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("mailer: consumer %s: %w", bus.ConsumerMailer, err)
+	}
+	progress := 20 * time.Second
+	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		progress = info.Config.AckWait / 3
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(m.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("mailer: consume: %w", err)
+	}
+	// In-flight emails finish even when ctx ends: a send cut in the middle
+	// is the one way to send an email twice.
+	work := context.WithoutCancel(ctx)
+	sem := make(chan struct{}, m.cfg.Concurrency)
+	var wg sync.WaitGroup
+	m.log.Info("mailer consuming", "concurrency", m.cfg.Concurrency)
+loop:
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				wg.Wait()
+				return fmt.Errorf("mailer: consumer closed: %w", err)
+			}
+			m.log.Warn("mailer fetch", keyErr, err)
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			_ = msg.Nak()
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			stop := keepAlive(msg, progress)
+			defer stop()
+			m.handle(work, msg)
+		}()
+	}
+	// Give buffered, unstarted commands back at once instead of letting
+	// them wait out the ack timeout.
+	it.Drain()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			break
+		}
+		_ = msg.Nak()
+	}
+	wg.Wait()
+	return nil
+}
+
+// keepAlive tells JetStream every interval that msg is still being worked
+// on, until the returned stop is called.
+func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	if every <= 0 {
+		every = time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// errPoison marks a command that can never be handled.
+var errPoison = errors.New("mailer: undecodable mail command")
+
+func decodeCommand(msg jetstream.Msg) (*mail.Command, error) {
+	var cmd mail.Command
+	if err := json.Unmarshal(msg.Data(), &cmd); err != nil {
+		return nil, fmt.Errorf("%w: %v", errPoison, err)
+	}
+	switch {
+	case !events.ValidID(cmd.MailID):
+		return nil, fmt.Errorf("%w: mail_id %q", errPoison, cmd.MailID)
+	case msg.Subject() != bus.MailCommandPrefix+cmd.MailID:
+		return nil, fmt.Errorf("%w: subject %s does not match mail_id %s", errPoison, msg.Subject(), cmd.MailID)
+	case cmd.Kind == "":
+		return nil, fmt.Errorf("%w: no kind", errPoison)
+	case !events.ValidID(cmd.PracticeID):
+		return nil, fmt.Errorf("%w: practice_id %q", errPoison, cmd.PracticeID)
+	case cmd.To.Email == "":
+		return nil, fmt.Errorf("%w: no recipient", errPoison)
+	case cmd.LinkID != "" && (cmd.Kid == "" || cmd.Purpose == "" || cmd.MintEventID == ""):
+		return nil, fmt.Errorf("%w: link %s without kid, purpose or mint_event_id", errPoison, cmd.LinkID)
+	}
+	return &cmd, nil
+}
+
+// outcome is what to do with a message after handling.
+type outcome struct {
+	retry bool
+	err   error
+}
+
+func (m *Mailer) handle(ctx context.Context, msg jetstream.Msg) {
+	attempt := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		attempt = md.NumDelivered
+	}
+	cmd, err := decodeCommand(msg)
+	if err != nil {
+		m.poison(ctx, msg, err)
+		return
+	}
+	log := m.log.With(keyMailID, cmd.MailID, keyLinkID, cmd.LinkID, keyPractice, cmd.PracticeID, keyKind, cmd.Kind)
+	out := m.process(ctx, cmd, attempt, log)
+	if !out.retry {
+		if err := msg.Ack(); err != nil {
+			log.Warn("mail ack failed; a redelivery will find it done", keyErr, err)
+		}
+		return
+	}
+	delay := m.backoff(attempt)
+	log.Warn("mail will be retried", keyAttempt, attempt, keyDelay, delay.String(), keyErr, out.err)
+	if err := msg.NakWithDelay(delay); err != nil {
+		log.Warn("mail nak failed; it returns after the ack timeout", keyErr, err)
+	}
+}
+
+// backoff is RetryMin doubled per earlier delivery, capped at RetryMax,
+// with ±20% jitter so throttled replicas do not retry in lockstep.
+func (m *Mailer) backoff(attempt uint64) time.Duration {
+	d := m.cfg.RetryMin
+	for i := uint64(1); i < attempt && d < m.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, m.cfg.RetryMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (m *Mailer) poison(ctx context.Context, msg jetstream.Msg, reason error) {
+	m.log.Error("mail command dead-lettered", keySubject, msg.Subject(), keyErr, reason)
+	if err := bus.DeadLetter(ctx, m.cfg.JS, "mail", msg, reason); err != nil {
+		m.log.Error("dead letter failed; retrying", keySubject, msg.Subject(), keyErr, err)
+		_ = msg.NakWithDelay(m.cfg.RetryMin)
+		return
+	}
+	m.metrics.poison.Inc()
+	_ = msg.Ack()
+}
+
+// carriesLink reports whether the email shows the link (a cancellation
+// names the link for its events but does not show it).
+func carriesLink(cmd *mail.Command) bool {
+	return cmd.LinkID != "" && cmd.Kind != mail.KindAppointmentCanceled
+}
+
+func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64, log *slog.Logger) outcome {
+	// 1. Done already? Then only make sure its event exists.
+	var done Done
+	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
+		m.metrics.duplicates.Inc()
+		log.Info("mail already done; not sending again", "status", done.Status)
+		if err := m.ensureEvent(ctx, &done); err != nil {
+			return outcome{retry: true, err: err}
+		}
+		return outcome{}
+	} else if !errors.Is(err, bus.ErrNotFound) {
+		return outcome{retry: true, err: err}
+	}
+	now := m.cfg.Clock.Now()
+	if carriesLink(cmd) && !cmd.ExpiresAt.IsZero() && !now.Before(cmd.ExpiresAt) {
+		return m.giveUp(ctx, cmd, "the link expired before its email could be sent", log)
+	}
+
+	// 2. The link, re-derived: the command never carries the token.
+	url := ""
+	if carriesLink(cmd) {
+		token, err := m.cfg.Keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+		if err != nil {
+			// A key this replica lacks: another replica (or this one after
+			// a config fix) can send it.
+			log.Error("cannot derive the link token: is LINKPIPE_LINK_KEY the issuer's?", keyErr, err)
+			return outcome{retry: true, err: err}
+		}
+		if id, err := link.ID(token); err != nil || id != cmd.LinkID {
+			log.Error("derived token does not match the link id: LINKPIPE_LINK_KEY differs from the issuer's", "derived", id)
+			return outcome{retry: true, err: fmt.Errorf("mailer: token of %s does not match its link id", cmd.MailID)}
+		}
+		url = m.cfg.PublicURL + "/l/" + token
+	}
+
+	// 3. Render.
+	p := m.cfg.Practices.Get(cmd.PracticeID)
+	email, err := mail.Render(cmd, p, url)
+	if errors.Is(err, mail.ErrUnknownKind) {
+		// Written by a newer issuer: an upgraded replica will send it.
+		log.Error("mail kind unknown to this mailer; leaving it for an upgraded replica", keyErr, err)
+		return outcome{retry: true, err: err}
+	} else if err != nil {
+		return m.giveUp(ctx, cmd, err.Error(), log)
+	}
+	email.From = fromAddress(p.Name, m.cfg.From)
+
+	// 4. Send.
+	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
+	start := time.Now()
+	messageID, err := m.cfg.Sender.Send(sendCtx, email)
+	cancel()
+	m.metrics.sendTime.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if mail.IsPermanent(err) {
+			return m.giveUp(ctx, cmd, err.Error(), log)
+		}
+		m.metrics.failed.WithLabelValues("false").Inc()
+		if attempt == 1 && cmd.LinkID != "" {
+			ev := m.event(cmd, events.TypeFailed, now)
+			ev.EventID = "failed-" + cmd.MailID + "-retrying"
+			ev.Reason = truncate("will retry: "+err.Error(), events.MaxReasonLen)
+			if perr := m.publishEvent(ctx, ev); perr != nil {
+				log.Warn("publishing the transient failure event failed", keyErr, perr)
+			}
+		}
+		return outcome{retry: true, err: err}
+	}
+	m.metrics.sent.Inc()
+
+	// 5. Record: done first (it is what stops a second send), then the
+	// event. Retried here, not by redelivery, which would send again.
+	done = Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusSent, MessageID: messageID, At: m.cfg.Clock.Now()}
+	if err := m.record(ctx, &done); err != nil {
+		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
+		return outcome{retry: true, err: err}
+	}
+	log.Info("mail sent", keyMessageID, messageID, keyAttempt, attempt)
+	return outcome{}
+}
+
+// giveUp records a permanent failure.
+func (m *Mailer) giveUp(ctx context.Context, cmd *mail.Command, reason string, log *slog.Logger) outcome {
+	m.metrics.failed.WithLabelValues("true").Inc()
+	done := Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusFailed,
+		Reason: truncate(reason, events.MaxReasonLen), At: m.cfg.Clock.Now()}
+	if err := m.record(ctx, &done); err != nil {
+		return outcome{retry: true, err: err}
+	}
+	log.Warn("mail failed permanently", "reason", done.Reason)
+	return outcome{}
+}
+
+// record publishes mail.done.<id> and the lifecycle event, retrying briefly.
+func (m *Mailer) record(ctx context.Context, d *Done) error {
+	data, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("mailer: encode done: %w", err)
+	}
+	return retryShort(ctx, func() error {
+		if _, err := bus.PublishOnce(ctx, m.cfg.JS, bus.MailDonePrefix+d.MailID, "done-"+d.MailID, data, nil); err != nil && !errors.Is(err, bus.ErrDuplicate) {
+			return err
+		}
+		if ev := d.Event(); ev != nil {
+			return m.publishEvent(ctx, ev)
+		}
+		return nil
+	})
+}
+
+// ensureEvent publishes the event of a done mail unless the link's last
+// event of that type already reports this mail (the crash window between
+// mail.done and the event).
+func (m *Mailer) ensureEvent(ctx context.Context, d *Done) error {
+	ev := d.Event()
+	if ev == nil {
+		return nil
+	}
+	var last events.LinkEvent
+	if _, err := m.linksR.LastJSON(ctx, ev.Subject(), &last); err == nil && last.EventID == ev.EventID {
+		return nil
+	} else if err != nil && !errors.Is(err, bus.ErrNotFound) {
+		return err
+	}
+	return m.publishEvent(ctx, ev)
+}
+
+func (m *Mailer) event(cmd *mail.Command, typ string, at time.Time) *events.LinkEvent {
+	return &events.LinkEvent{
+		EventID: typ + "-" + cmd.MailID, Type: typ, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, At: at, MailID: cmd.MailID, MailKind: cmd.Kind,
+	}
+}
+
+func (m *Mailer) publishEvent(ctx context.Context, ev *events.LinkEvent) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("mailer: encode %s: %w", ev.Subject(), err)
+	}
+	if _, err := bus.PublishOnce(ctx, m.cfg.JS, ev.Subject(), ev.EventID, data, nil); err != nil {
+		return fmt.Errorf("mailer: %w", err)
+	}
+	return nil
+}
+
+// retryShort runs fn up to 8 times over about 10 seconds.
+func retryShort(ctx context.Context, fn func() error) error {
+	delay := 50 * time.Millisecond
+	var err error
+	for range 8 {
+		if err = fn(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 3*time.Second)
+	}
+	return err
+}
+
+// fromAddress shows the practice's name as the sender, with linkpipe's
+// address: "Acme Therapy" <links@example.com> (RFC 2047-encoded if needed).
+func fromAddress(name, addr string) string {
+	name = mail.HeaderValue(name)
+	if name == "" {
+		return addr
+	}
+	return (&netmail.Address{Name: name, Address: addr}).String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && (s[n]&0xC0) == 0x80 { // do not cut a UTF-8 sequence
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,217 @@
+package mailer_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/store"
+)
+
+func newSink(t *testing.T) *mailer.Sink {
+	t.Helper()
+	s, err := mailer.NewSink(store.MustOpen(t, "mailer"), clock.NewFake(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serveInbox mounts the inbox the way the all-in-one does, under a prefix,
+// next to a /target page the emails link to.
+func serveInbox(t *testing.T, s *mailer.Sink, prefix string) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	h := s.Handler(prefix)
+	mux.Handle(prefix, h)
+	mux.Handle(prefix+"/", h)
+	mux.Handle(prefix+".json", h)
+	mux.HandleFunc("/target", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<!DOCTYPE html><title>TARGET</title><p>landed</p>")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func send(t *testing.T, s *mailer.Sink, m *mail.Message) string {
+	t.Helper()
+	id, err := s.Send(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestInbox(t *testing.T) {
+	s := newSink(t)
+	srv := serveInbox(t, s, "/dev/inbox")
+	target := srv.URL + "/target"
+	if id := send(t, s, &mail.Message{From: "links@acme.example", To: "first@example.com", Subject: "First",
+		Text: "one", HTML: "<p>one</p>"}); id != "sink-1" {
+		t.Fatalf("message id %q", id)
+	}
+	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", ReplyTo: "desk@acme.example",
+		Subject: "Sign in <script>alert(1)</script>", Text: "Hello\n" + target + "\nbye",
+		HTML: `<p>Hello <a href="` + target + `">Sign in</a></p>`, Headers: map[string]string{mail.HeaderMailID: "L1-signin"}})
+
+	code, hdr, body := get(t, srv.URL+"/dev/inbox")
+	if code != 200 || !strings.Contains(hdr.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Fatalf("list: %d %v", code, hdr)
+	}
+	second, first := strings.Index(body, "Sign in &lt;script&gt;"), strings.Index(body, ">First<")
+	if second < 0 || first < 0 || second > first {
+		t.Fatalf("list is not newest first or not escaped:\n%s", body)
+	}
+	if strings.Contains(body, "<script>") || !strings.Contains(body, `href="/dev/inbox/2"`) ||
+		!strings.Contains(body, "pat@example.com") || !strings.Contains(body, `href="`+target+`"`) {
+		t.Fatalf("list:\n%s", body)
+	}
+
+	code, _, body = get(t, srv.URL+"/dev/inbox/2")
+	if code != 200 {
+		t.Fatalf("message: %d", code)
+	}
+	for _, want := range []string{"desk@acme.example", "X-Linkpipe-Mail-ID", "L1-signin", `sandbox="`, `srcdoc="&lt;base target=&#34;_top&#34;&gt;&lt;p&gt;Hello`,
+		`<a href="` + target + `">` + target + `</a>`, `href="/dev/inbox"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("message page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<script>") {
+		t.Error("subject not escaped on the message page")
+	}
+
+	code, hdr, body = get(t, srv.URL+"/dev/inbox.json")
+	if code != 200 || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("json: %d %v", code, hdr)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != 2 {
+		t.Fatalf("json: %v %s", err, body)
+	}
+	m := list[0]
+	if m["id"] != "2" || m["to"] != "pat@example.com" || m["reply_to"] != "desk@acme.example" ||
+		m["text"] != "Hello\n"+target+"\nbye" || !strings.Contains(m["html"].(string), "Sign in") ||
+		m["mail_id"] != "L1-signin" || m["links"].([]any)[0] != target || m["at"] != t0.Format(time.RFC3339) {
+		t.Errorf("json entry %v", m)
+	}
+	_, _, body = get(t, srv.URL+"/dev/inbox.json?to=first@example.com")
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != 1 || list[0]["subject"] != "First" {
+		t.Errorf("filtered json: %s", body)
+	}
+
+	for _, p := range []string{"/dev/inbox/3", "/dev/inbox/abc", "/dev/inboxes"} {
+		if code, _, _ := get(t, srv.URL+p); code != 404 {
+			t.Errorf("%s: %d, want 404", p, code)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/dev/inbox", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", resp.StatusCode)
+	}
+}
+
+func TestInboxKeepsMessagesAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(dir, "mailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := mailer.NewSink(db, nil)
+	send(t, s, &mail.Message{To: "pat@example.com", Subject: "kept", Text: "x"})
+	db.Close()
+	db, err = store.Open(dir, "mailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, _ = mailer.NewSink(db, nil)
+	msgs, err := s.Messages(0)
+	if err != nil || len(msgs) != 1 || msgs[0].Subject != "kept" {
+		t.Fatalf("%v %v", msgs, err)
+	}
+	if id := send(t, s, &mail.Message{To: "pat@example.com", Subject: "next", Text: "y"}); id != "sink-2" {
+		t.Fatalf("ids restart: %s", id)
+	}
+}
+
+// TestInboxLinkClickableInChromium opens an email in the inbox with a real
+// headless Chromium and clicks the button inside the sandboxed HTML frame:
+// the whole tab must land on the link's page.
+func TestInboxLinkClickableInChromium(t *testing.T) {
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skip("chromium is not installed at " + chromium)
+	}
+	s := newSink(t)
+	srv := serveInbox(t, s, "/inbox")
+	target := srv.URL + "/target?t=k1.abc"
+	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", Subject: "Sign in",
+		Text: target, HTML: `<p>Hello</p><p><a id="btn" href="` + target + `">Sign in</a></p>`})
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
+		// Keep the sandboxed frame in the page's process so FromNode reaches it
+		// (Chrome otherwise isolates sandboxed frames into their own target).
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,IsolateSandboxedIframes"))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	bctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/inbox/1")); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(bctx, 20*time.Second)
+	defer cancel()
+	frames, err := chromedp.Run(tctx, chromedp.Nodes(chromedp.CSS("iframe")))
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("iframe: %v %v", frames, err)
+	}
+	if err := chromedp.Do(tctx,
+		chromedp.WaitVisible(chromedp.CSS("#btn"), chromedp.FromNode(frames[0])),
+		chromedp.Click(chromedp.CSS("#btn"), chromedp.FromNode(frames[0])),
+	); err != nil {
+		t.Fatalf("the link inside the email frame: %v", err)
+	}
+	// The click navigates the whole tab; read its location until it lands.
+	var location string
+	for tctx.Err() == nil {
+		location, _ = chromedp.Run(tctx, chromedp.Location())
+		if location == target {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	title, err := chromedp.Run(tctx, chromedp.Title())
+	if location != target || title != "TARGET" {
+		t.Fatalf("the tab is at %q titled %q (%v), want the link %s", location, title, err, target)
+	}
+}

@@ -1,0 +1,177 @@
+// Package ses owns sending email through Amazon SES v2 (SendEmail with
+// Simple content) with aws-sdk-go-v2, and the classification of SES errors
+// into the mail package's sentinels: mail.ErrThrottled (throttling),
+// mail.ErrTransient (5xx, network, timeouts) and mail.ErrPermanent (the
+// request or address is refused for good).
+//
+// Configuration is the SDK's own: New uses config.LoadDefaultConfig, so
+// AWS_REGION, AWS_ENDPOINT_URL_SESV2 (an emulator such as aws-ses-v2-local),
+// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, shared
+// config files, SSO and instance roles work exactly as the SDK documents.
+//
+// Retries: the SDK's own retryer is switched off (one HTTP attempt per
+// Send). The mailer owns retrying: it puts the message back on its queue
+// with a growing delay (JetStream NakWithDelay), which frees the worker
+// while it waits, survives a restart, shows in metrics, and avoids two
+// layers of backoff multiplying each other under throttling. AWS_MAX_ATTEMPTS
+// and AWS_RETRY_MODE are therefore ignored; pass an option to New to
+// override (e.g. to restore the SDK retryer).
+package ses
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/linkpipe/linkpipe/internal/mail"
+)
+
+// Sender sends email through SES v2. It is safe for concurrent use.
+type Sender struct {
+	client *sesv2.Client
+}
+
+// ErrNoRegion: neither AWS_REGION nor the shared config names a region.
+var ErrNoRegion = errors.New("ses: no AWS region (set AWS_REGION)")
+
+// New loads the SDK's default configuration and returns a Sender. opts
+// adjust the SES client (region, endpoint, credentials, HTTP client,
+// retryer); they apply after linkpipe's defaults.
+func New(ctx context.Context, opts ...func(*sesv2.Options)) (*Sender, error) {
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ses: aws config: %w", err)
+	}
+	all := make([]func(*sesv2.Options), 0, len(opts)+1)
+	all = append(all, func(o *sesv2.Options) { o.Retryer = aws.NopRetryer{} })
+	all = append(all, opts...)
+	client := sesv2.NewFromConfig(cfg, all...)
+	if client.Options().Region == "" {
+		return nil, ErrNoRegion
+	}
+	return &Sender{client: client}, nil
+}
+
+// Send sends m and returns SES's message id. Its error wraps
+// mail.ErrPermanent, mail.ErrThrottled or mail.ErrTransient (see Classify).
+func (s *Sender) Send(ctx context.Context, m *mail.Message) (string, error) {
+	msg := *m
+	msg.Headers = make(map[string]string, len(m.Headers))
+	for k, v := range m.Headers {
+		msg.Headers[k] = v
+	}
+	msg.Sanitize()
+	if msg.From == "" || msg.To == "" {
+		return "", fmt.Errorf("ses: %w: message without From or To", mail.ErrPermanent)
+	}
+	utf8 := aws.String("UTF-8")
+	simple := &types.Message{
+		Subject: &types.Content{Data: aws.String(msg.Subject), Charset: utf8},
+		Body:    &types.Body{},
+	}
+	if msg.Text != "" {
+		simple.Body.Text = &types.Content{Data: aws.String(msg.Text), Charset: utf8}
+	}
+	if msg.HTML != "" {
+		simple.Body.Html = &types.Content{Data: aws.String(msg.HTML), Charset: utf8}
+	}
+	names := make([]string, 0, len(msg.Headers))
+	for k := range msg.Headers {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if v := msg.Headers[k]; v != "" {
+			simple.Headers = append(simple.Headers, types.MessageHeader{Name: aws.String(k), Value: aws.String(v)})
+		}
+	}
+	in := &sesv2.SendEmailInput{
+		FromEmailAddress: aws.String(msg.From),
+		Destination:      &types.Destination{ToAddresses: []string{msg.To}},
+		Content:          &types.EmailContent{Simple: simple},
+	}
+	if msg.ReplyTo != "" {
+		in.ReplyToAddresses = []string{msg.ReplyTo}
+	}
+	out, err := s.client.SendEmail(ctx, in)
+	if err != nil {
+		return "", fmt.Errorf("ses: send to %s: %w", msg.To, Classify(err))
+	}
+	return aws.ToString(out.MessageId), nil
+}
+
+// isPermanentCode reports the error codes SES answers for requests that
+// will never succeed as they are.
+func isPermanentCode(code string) bool {
+	switch code {
+	case "MessageRejected", "MessageRejectedException", "BadRequestException", "AccountSuspendedException",
+		"MailFromDomainNotVerifiedException", "NotFoundException", "InvalidParameterValue", "ValidationException":
+		return true
+	}
+	return false
+}
+
+// Classify wraps an SES error in the mail sentinel that says what to do:
+//
+//   - mail.ErrThrottled: HTTP 429, TooManyRequestsException, Throttling*,
+//     LimitExceededException and the SDK's other throttle codes.
+//   - mail.ErrPermanent: MessageRejected, BadRequest, AccountSuspended,
+//     MailFromDomainNotVerified, NotFound, validation errors, and any other
+//     4xx except 401, 403, 408 (credentials, clock skew and timeouts are
+//     fixed by operators or time, not by dropping the email).
+//   - mail.ErrTransient: 5xx, SendingPausedException, network errors,
+//     timeouts, and anything unrecognised.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := ""
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		code = apiErr.ErrorCode()
+	}
+	status := 0
+	var respErr *smithyhttp.ResponseError
+	if errors.As(err, &respErr) && respErr.Response != nil {
+		status = respErr.HTTPStatusCode()
+	}
+	var sentinel error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		sentinel = mail.ErrTransient
+	case status == http.StatusTooManyRequests || isThrottleCode(code):
+		sentinel = mail.ErrThrottled
+	case isPermanentCode(code):
+		sentinel = mail.ErrPermanent
+	case status >= 500:
+		sentinel = mail.ErrTransient
+	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusRequestTimeout:
+		sentinel = mail.ErrTransient
+	case status >= 400:
+		sentinel = mail.ErrPermanent
+	default:
+		sentinel = mail.ErrTransient
+	}
+	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+func isThrottleCode(code string) bool {
+	if code == "" {
+		return false
+	}
+	if _, ok := retry.DefaultThrottleErrorCodes[code]; ok {
+		return true
+	}
+	return strings.HasPrefix(code, "Throttl") || code == "LimitExceededException" || code == "TooManyRequestsException"
+}

@@ -1,0 +1,191 @@
+package ses_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+
+	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/ses"
+	"github.com/linkpipe/linkpipe/internal/ses/sestest"
+)
+
+func message() *mail.Message {
+	return &mail.Message{
+		From: "links@clinic.example", To: "pat@example.com", ReplyTo: "desk@clinic.example",
+		Subject: "Your sign-in link for Caf\u00e9 Clinic (valid until Tue 24 Nov, 14:05 UTC)",
+		Text:    "Hello Pat,\nhttps://links.example/l/k1.abc\n",
+		HTML:    `<p>Hello Pat, <a href="https://links.example/l/k1.abc">Sign in</a></p>`,
+		Headers: map[string]string{mail.HeaderEntityRefID: "Labc-signin", mail.HeaderMailID: "Labc-signin"},
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// isolate keeps the developer's AWS files and variables out of the test.
+func isolate(t *testing.T) {
+	for _, k := range []string{"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SESV2"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+func TestSendThroughAWSSESV2Local(t *testing.T) {
+	isolate(t)
+	local := sestest.StartLocal(t)
+	s, err := ses.New(ctx(t), local.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Send(ctx(t), message())
+	if err != nil {
+		t.Fatal(err)
+	}
+	emails := local.Emails(t)
+	if len(emails) != 1 {
+		t.Fatalf("%d emails in /store, want 1", len(emails))
+	}
+	e := emails[0]
+	want := message()
+	if e.MessageID != id || id == "" {
+		t.Errorf("message id %q, SES said %q", e.MessageID, id)
+	}
+	if e.From != want.From || len(e.Destination.To) != 1 || e.Destination.To[0] != want.To {
+		t.Errorf("from %q to %v", e.From, e.Destination.To)
+	}
+	if len(e.ReplyTo) != 1 || e.ReplyTo[0] != want.ReplyTo {
+		t.Errorf("reply-to %v", e.ReplyTo)
+	}
+	if e.Subject != want.Subject || e.Body.Text != want.Text || e.Body.HTML != want.HTML {
+		t.Errorf("content: %q / %q / %q", e.Subject, e.Body.Text, e.Body.HTML)
+	}
+	if e.Header(mail.HeaderEntityRefID) != "Labc-signin" {
+		t.Errorf("headers %v", e.Headers)
+	}
+}
+
+func TestNoReplyToWithoutPracticeAddress(t *testing.T) {
+	isolate(t)
+	fake := sestest.NewFake(t)
+	s, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message()
+	m.ReplyTo = ""
+	m.Subject = "hi\r\nBcc: evil@example.com"
+	if _, err := s.Send(ctx(t), m); err != nil {
+		t.Fatal(err)
+	}
+	got := fake.Accepted()[0]
+	if len(got.ReplyTo) != 0 || got.Subject != "hi Bcc: evil@example.com" {
+		t.Errorf("reply-to %v subject %q", got.ReplyTo, got.Subject)
+	}
+}
+
+func TestClassificationAndRetryAfterTransientFailures(t *testing.T) {
+	isolate(t)
+	fake := sestest.NewFake(t, sestest.Throttled, sestest.Internal, sestest.Bare500,
+		sestest.Fault{Status: 503, Code: "ServiceUnavailable"})
+	s, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each Send is one HTTP attempt: the SDK retryer is off, the mailer
+	// owns backoff.
+	for i, want := range []error{mail.ErrThrottled, mail.ErrTransient, mail.ErrTransient, mail.ErrTransient} {
+		_, err := s.Send(ctx(t), message())
+		if !errors.Is(err, want) || mail.IsPermanent(err) {
+			t.Fatalf("attempt %d: got %v, want %v", i+1, err, want)
+		}
+		if fake.Attempts() != i+1 {
+			t.Fatalf("attempt %d: the server saw %d requests (SDK retried?)", i+1, fake.Attempts())
+		}
+	}
+	if len(fake.Accepted()) != 0 {
+		t.Fatal("accepted during faults")
+	}
+	id, err := s.Send(ctx(t), message())
+	if err != nil || id != "fake-1" {
+		t.Fatalf("retry after transient failures: %q %v", id, err)
+	}
+	if n := len(fake.Accepted()); n != 1 {
+		t.Fatalf("%d accepted, want 1", n)
+	}
+}
+
+func TestPermanentFailures(t *testing.T) {
+	isolate(t)
+	for _, f := range []sestest.Fault{
+		sestest.Rejected,
+		{Status: 400, Code: "BadRequestException", Message: "bad"},
+		{Status: 400, Code: "AccountSuspendedException"},
+		{Status: 400, Code: "MailFromDomainNotVerifiedException"},
+		{Status: 400},
+	} {
+		fake := sestest.NewFake(t, f)
+		s, err := ses.New(ctx(t), fake.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Send(ctx(t), message())
+		if !mail.IsPermanent(err) || errors.Is(err, mail.ErrTransient) {
+			t.Errorf("%+v: got %v, want permanent", f, err)
+		}
+		if fake.Attempts() != 1 {
+			t.Errorf("%+v: %d attempts", f, fake.Attempts())
+		}
+	}
+	// Credentials and clock problems are for operators to fix: retry.
+	fake := sestest.NewFake(t, sestest.Fault{Status: 403, Code: "SignatureDoesNotMatch"}, sestest.Fault{Status: 400, Code: "ThrottlingException"})
+	s, _ := ses.New(ctx(t), fake.Options())
+	if _, err := s.Send(ctx(t), message()); !errors.Is(err, mail.ErrTransient) {
+		t.Errorf("403: %v", err)
+	}
+	if _, err := s.Send(ctx(t), message()); !errors.Is(err, mail.ErrThrottled) {
+		t.Errorf("400 ThrottlingException: %v", err)
+	}
+}
+
+func TestNetworkErrorIsTransient(t *testing.T) {
+	isolate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nobody listens there now: connection refused
+	fake := sestest.NewFake(t)
+	s, err := ses.New(ctx(t), fake.Options(), func(o *sesv2.Options) { o.BaseEndpoint = aws.String(dead) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Send(ctx(t), message())
+	if !errors.Is(err, mail.ErrTransient) || mail.IsPermanent(err) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("connection refused: %v", err)
+	}
+}
+
+func TestNewNeedsARegion(t *testing.T) {
+	isolate(t)
+	if _, err := ses.New(ctx(t)); !errors.Is(err, ses.ErrNoRegion) {
+		t.Fatalf("got %v, want ErrNoRegion", err)
+	}
+	t.Setenv("AWS_REGION", "eu-west-1")
+	if _, err := ses.New(ctx(t)); err != nil {
+		t.Fatalf("AWS_REGION set: %v", err)
+	}
+}
