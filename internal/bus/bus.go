@@ -170,7 +170,7 @@ func ConsumerConfigs() map[string]jetstream.ConsumerConfig {
 		},
 		StreamMail: {
 			Durable: ConsumerMailer, FilterSubject: MailCommandPrefix + ">",
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 60 * time.Second,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 15 * time.Second,
 			MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverAllPolicy,
 		},
 		StreamScopes: {

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,23 +61,57 @@ type Local struct {
 }
 
 // FindCLI walks up from the working directory to testdeps/ and returns the
-// emulator's cli.js.
+// emulator's cli.js. When testdeps/node_modules is missing (a fresh clone),
+// it runs `npm ci` there first, under a file lock so that test binaries of
+// several packages running at once install it only once.
 func FindCLI() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		p := filepath.Join(dir, "testdeps", "node_modules", "aws-ses-v2-local", "dist", "cli.js")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+		deps := filepath.Join(dir, "testdeps")
+		if _, err := os.Stat(filepath.Join(deps, "package.json")); err == nil {
+			cli := filepath.Join(deps, "node_modules", "aws-ses-v2-local", "dist", "cli.js")
+			if err := installOnce(deps, cli); err != nil {
+				return "", err
+			}
+			return cli, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("testdeps/node_modules/aws-ses-v2-local not found above the working directory (run npm ci in testdeps)")
+			return "", fmt.Errorf("testdeps/package.json not found above the working directory")
 		}
 		dir = parent
 	}
+}
+
+func installOnce(deps, cli string) error {
+	if _, err := os.Stat(cli); err == nil {
+		return nil
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		return fmt.Errorf("%s is not installed and npm is not on PATH to install it", cli)
+	}
+	lock, err := os.OpenFile(filepath.Join(deps, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(cli); err == nil {
+		return nil // another test binary installed it while we waited
+	}
+	cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = deps
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in %s: %v\n%s", deps, err, out)
+	}
+	return nil
 }
 
 var listening = regexp.MustCompile(`server running at https?://[^:]+:(\d+)`)
