@@ -48,7 +48,7 @@ func samples() []events.Action {
 		&events.ClientLinksRevoked{Envelope: env("evt-7"), Client: events.Client{ID: "c-7"}, Reason: "lost phone"},
 		&events.PracticeUpdated{Envelope: env("evt-8"),
 			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example"},
-			Policy: &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
+			Policy:   &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
 	}
 }
 
@@ -105,8 +105,8 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 	big := `{"event_id":"e1","practice_id":"p1","client":{"id":"c1","email":"a@b.co","name":"` + strings.Repeat("x", 1<<20) + `"}}`
 	cases := []struct {
 		name, subject, data string
-		sentinel          error
-		field             string
+		sentinel            error
+		field               string
 	}{
 		{"malformed", events.SubjectSigninRequested, `{"event_id":`, events.ErrMalformed, ""},
 		{"not an object", events.SubjectSigninRequested, `[1,2]`, events.ErrMalformed, ""},

@@ -5,7 +5,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -72,13 +71,16 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
 	}
+	return Serve(ln, h), nil
+}
+
+// Serve starts serving h on an open listener.
+func Serve(ln net.Listener, h http.Handler) *Server {
 	s := &Server{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // Serve only fails here when the listener breaks; Close reports nothing more.
-		}
-	}()
-	return s, nil
+	// Serve returns ErrServerClosed after Close; any other error means the
+	// listener broke, and the process's readiness checks will show it.
+	go func() { _ = s.srv.Serve(ln) }()
+	return s
 }
 
 // Addr is the address actually listened on.

@@ -165,7 +165,7 @@ func ConsumerConfigs() map[string]jetstream.ConsumerConfig {
 	return map[string]jetstream.ConsumerConfig{
 		StreamActions: {
 			Durable: ConsumerIssuer, FilterSubjects: ActionSubjects,
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second,
 			MaxAckPending: 4096, DeliverPolicy: jetstream.DeliverAllPolicy,
 		},
 		StreamMail: {

@@ -188,3 +188,28 @@ func DecodeSeed(s string) ([]byte, error) {
 	}
 	return b, err
 }
+
+// Replicas is linkpipe's own addition to the table: the replication factor
+// of the streams a worker creates when it starts first (3 on a cluster).
+var Replicas = Var{Env: "LINKPIPE_REPLICAS", Default: "1",
+	Usage: "replicas of the JetStream streams linkpipe creates (3 on a NATS cluster)",
+	Check: func(s string) error {
+		if s != "1" && s != "3" && s != "5" {
+			return errors.New("must be 1, 3 or 5")
+		}
+		return nil
+	}}
+
+// IssuerVars are the issuer's settings.
+func IssuerVars() []Var { return []Var{NATSURL, DataDir, LinkKey, AdminAddr, Replicas} }
+
+// MailerVars are the mailer's settings.
+func MailerVars() []Var {
+	return []Var{NATSURL, DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, Replicas,
+		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey}
+}
+
+// RedeemerVars are the redeemer's settings.
+func RedeemerVars() []Var {
+	return []Var{NATSURL, DataDir, PublicURL, HTTPAddr, PortalURL, TicketKey, Replicas}
+}

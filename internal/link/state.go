@@ -122,7 +122,7 @@ type State struct {
 	EventID string `json:"event_id"`
 	// ActionSeq is the ACTIONS stream sequence of the action that issued
 	// the current link; an older action never supersedes a newer one.
-	ActionSeq uint64 `json:"action_seq,omitempty"`
+	ActionSeq uint64    `json:"action_seq,omitempty"`
 	At        time.Time `json:"at"`
 
 	// Appointment is the appointment's current details (appointment scopes).

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/history"
+)
+
+func runExplain(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("linkpipe explain", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	natsURL := fs.String("nats-url", "", "NATS server URL (NATS_URL, default nats://127.0.0.1:4222)")
+	practice := fs.String("practice", "", "practice id (with --client)")
+	client := fs.String("client", "", "client id: every link of this client")
+	linkID := fs.String("link", "", "link id: one link and its scope")
+	fs.Usage = func() {
+		fmt.Fprintln(stdout, "usage: linkpipe explain --practice P --client C | --link L [--nats-url URL]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*linkID == "") == (*client == "" || *practice == "") {
+		fs.Usage()
+		return fmt.Errorf("linkpipe explain: give --practice and --client, or --link")
+	}
+	url := *natsURL
+	if url == "" {
+		url = getenv(config.NATSURL.Env)
+	}
+	if url == "" {
+		url = config.NATSURL.Default
+	}
+	nc, js, err := bus.Connect(url, "linkpipe-explain")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var tl *history.Timeline
+	if *linkID != "" {
+		tl, err = history.Link(ctx, js, *linkID)
+	} else {
+		tl, err = history.Client(ctx, js, *practice, *client)
+	}
+	if err != nil {
+		return fmt.Errorf("linkpipe explain: %w", err)
+	}
+	tl.Print(stdout, time.Now())
+	return nil
+}

@@ -1,0 +1,63 @@
+// Command linkpipe is the all-in-one dev mode and the operator CLI:
+//
+//	linkpipe dev                      whole pipeline in one process (embedded NATS, mail sink)
+//	linkpipe publish signin ...       publish an action to any NATS server
+//	linkpipe explain ...              why a client's link did or did not work
+//	linkpipe load ...                 measure throughput and click latency
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	default:
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+}
+
+const usage = `usage: linkpipe <command> [flags]
+
+commands:
+  dev       run the whole pipeline in one process: embedded NATS (JetStream on),
+            issuer, mailer with a local inbox, redeemer; open http://127.0.0.1:8080/dev
+  publish   publish an action: linkpipe publish signin --practice p --client c --email e
+  explain   print the history of a client's or a link's links, for support
+  load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+
+Run "linkpipe <command> -h" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], getenv, stdout)
+	case "publish":
+		return runPublish(ctx, args[1:], getenv, stdout)
+	case "explain":
+		return runExplain(ctx, args[1:], getenv, stdout)
+	case "load":
+		return runLoad(ctx, args[1:], getenv, stdout)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("linkpipe: unknown command %q\n%s", args[0], usage)
+}

@@ -1,0 +1,303 @@
+// Package devstack owns the all-in-one dev mode (`linkpipe dev`): an
+// in-process nats-server with JetStream, the issuer, the mailer with the
+// local mail sink, and the redeemer in one process behind one HTTP address,
+// plus the /dev page where a newcomer publishes a sample sign-in request, the
+// /inbox page of the sink, and a demo portal at /portal that verifies the
+// ticket it receives. Secrets are generated on first start and kept in the
+// data directory, so links survive a restart.
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/admin"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/issuer"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/ticket"
+)
+
+// DemoPractice is the practice the /dev page publishes for.
+const DemoPractice = "demo"
+
+// Config configures the dev stack.
+type Config struct {
+	// DataDir holds JetStream's files, the workers' bbolt files and the
+	// generated secrets.
+	DataDir string
+	// HTTPAddr serves every page (default 127.0.0.1:8080; port 0 picks one).
+	HTTPAddr string
+	// NATSPort is the embedded server's client port (default 4222; -1 picks
+	// one), so `linkpipe publish` and other tools can reach it.
+	NATSPort int
+	// PublicURL overrides http://<listen address>.
+	PublicURL string
+	// Sender replaces the local mail sink (tests point it at an SES
+	// emulator); nil means the sink and its /inbox page.
+	Sender mailer.Sender
+	// From is the From address (default linkpipe-dev@localhost.localdomain).
+	From  string
+	Clock clock.Clock
+	Log   *slog.Logger
+}
+
+// Stack is a running dev stack.
+type Stack struct {
+	// URL is the base URL of every page; NATSURL the embedded server's.
+	URL     string
+	NATSURL string
+
+	keys   *link.Keyring
+	srv    *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	dbs    []*bolt.DB
+	dir    *practice.Directory
+	http   *admin.Server
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	err    error
+}
+
+type secrets struct {
+	LinkKey   string `json:"link_key"`
+	TicketKey string `json:"ticket_key"`
+}
+
+func loadSecrets(dir string) (secrets, error) {
+	path := filepath.Join(dir, "dev-secrets.json")
+	var s secrets
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return s, fmt.Errorf("devstack: %s: %w", path, err)
+		}
+		return s, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return s, fmt.Errorf("devstack: %w", err)
+	}
+	gen := func() string {
+		b := make([]byte, 32)
+		rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	s = secrets{LinkKey: "dev1:" + gen(), TicketKey: gen()}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return s, fmt.Errorf("devstack: %w", err)
+	}
+	return s, nil
+}
+
+// Start brings the whole pipeline up. Close stops it.
+func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data/dev"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:8080"
+	}
+	if cfg.NATSPort == 0 {
+		cfg.NATSPort = 4222
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("devstack: data dir: %w", err)
+	}
+	sec, err := loadSecrets(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := link.ParseKeyring(sec.LinkKey)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: link key: %w", err)
+	}
+	seed, err := base64.StdEncoding.DecodeString(sec.TicketKey)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: ticket key: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	base := cfg.PublicURL
+	if base == "" {
+		base = "http://" + ln.Addr().String()
+	}
+	st = &Stack{URL: base, keys: keys}
+	defer func() {
+		if err != nil {
+			ln.Close()
+			st.Close()
+		}
+	}()
+
+	st.srv, err = bus.StartEmbedded(bus.EmbeddedOptions{Dir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
+	if err != nil {
+		return st, err
+	}
+	st.NATSURL = st.srv.ClientURL()
+	st.nc, st.js, err = bus.Connect(st.NATSURL, "linkpipe-dev")
+	if err != nil {
+		return st, err
+	}
+	if err := bus.Setup(ctx, st.js, bus.Options{}); err != nil {
+		return st, err
+	}
+	st.dir, err = practice.Open(ctx, st.js, cfg.Log)
+	if err != nil {
+		return st, err
+	}
+	openDB := func(name string, buckets ...string) (*bolt.DB, error) {
+		db, err := store.Open(cfg.DataDir, name, buckets...)
+		if err == nil {
+			st.dbs = append(st.dbs, db)
+		}
+		return db, err
+	}
+	reg := admin.NewRegistry()
+
+	issuerDB, err := openDB("issuer", issuer.Buckets()...)
+	if err != nil {
+		return st, err
+	}
+	iss, err := issuer.New(issuer.Config{JS: st.js, DB: issuerDB, Keys: keys, Practices: st.dir,
+		Clock: cfg.Clock, Log: cfg.Log.With("worker", "issuer"), Metrics: reg})
+	if err != nil {
+		return st, err
+	}
+	mailerDB, err := openDB("mailer")
+	if err != nil {
+		return st, err
+	}
+	sink, err := mailer.NewSink(mailerDB, cfg.Clock)
+	if err != nil {
+		return st, err
+	}
+	var sender mailer.Sender = sink
+	if cfg.Sender != nil {
+		sender = cfg.Sender
+	}
+	if cfg.From == "" {
+		cfg.From = "linkpipe-dev@localhost.localdomain"
+	}
+	ml, err := mailer.New(mailer.Config{JS: st.js, Keys: keys, Practices: st.dir, Sender: sender,
+		From: cfg.From, PublicURL: base, Clock: cfg.Clock,
+		Log: cfg.Log.With("worker", "mailer"), Metrics: reg})
+	if err != nil {
+		return st, err
+	}
+	signer, err := ticket.NewSigner(seed, base)
+	if err != nil {
+		return st, err
+	}
+	cookieKey := sha256.Sum256(append([]byte("linkpipe/cookie/v1\x00"), seed...))
+	rd, err := redeemer.New(redeemer.Config{JS: st.js, NC: st.nc, Practices: st.dir, Signer: signer,
+		PublicURL: base, PortalURL: base + "/portal", CookieKey: cookieKey[:], Clock: cfg.Clock,
+		Log: cfg.Log.With("worker", "redeemer"), Metrics: reg})
+	if err != nil {
+		return st, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	for name, run := range map[string]func(context.Context) error{"issuer": iss.Run, "mailer": ml.Run, "redeemer": rd.Run} {
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			if err := run(runCtx); err != nil && runCtx.Err() == nil {
+				cfg.Log.Error("worker stopped", "worker", name, "err", err)
+				st.errMu.Lock()
+				st.err = fmt.Errorf("devstack: %s: %w", name, err)
+				st.errMu.Unlock()
+			}
+		}()
+	}
+
+	// The demo practice's settings go through the issuer like any other.
+	if _, err := events.Publish(ctx, st.js, &events.PracticeUpdated{
+		Envelope: events.Envelope{EventID: fmt.Sprintf("dev-practice-%x", sha256.Sum256([]byte(base)))[:25], PracticeID: DemoPractice},
+		Practice: events.Practice{Name: "Demo Practice", ReplyTo: "front-desk@demo.example", PortalURL: base + "/portal"},
+	}); err != nil {
+		return st, err
+	}
+
+	mux := http.NewServeMux()
+	dev := &devPages{js: st.js, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log}
+	dev.register(mux)
+	inbox := sink.Handler("/inbox")
+	mux.Handle("/inbox", inbox)
+	mux.Handle("/inbox/", inbox)
+	mux.Handle("/inbox.json", inbox)
+	mux.Handle("/", rd.Handler())
+	st.http = admin.Serve(ln, mux)
+	return st, nil
+}
+
+// Err reports a worker that stopped on its own.
+func (s *Stack) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Keys returns the link keyring (the load command mints tokens with it).
+func (s *Stack) Keys() *link.Keyring { return s.keys }
+
+// JetStream returns the stack's JetStream client.
+func (s *Stack) JetStream() jetstream.JetStream { return s.js }
+
+// Close stops the HTTP server, the workers and the embedded server.
+func (s *Stack) Close() error {
+	if s.http != nil {
+		s.http.Close()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.dir != nil {
+		s.dir.Close()
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	for _, db := range s.dbs {
+		db.Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package issuer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkpipe/linkpipe/internal/bus"
+)
+
+// metrics are the issuer's Prometheus metrics.
+type metrics struct {
+	actions     *prometheus.CounterVec
+	seconds     *prometheus.HistogramVec
+	deadLetters *prometheus.CounterVec
+	known       map[string]bool
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_issuer_actions_total",
+			Help: "Actions handled by the issuer, by subject and outcome (issued, born_superseded, duplicate, stored, stale, dead_letter, retry, not_implemented).",
+		}, []string{"subject", "outcome"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "linkpipe_issuer_handle_seconds",
+			Help:    "Time to handle one action, settlement included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}, []string{"subject"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_issuer_dead_letters_total",
+			Help: "Poison actions copied to deadletter.actions, by subject.",
+		}, []string{"subject"}),
+		known: map[string]bool{},
+	}
+	for _, s := range bus.ActionSubjects {
+		m.known[s] = true
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.actions, m.seconds, m.deadLetters} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("issuer: metrics already registered (one Issuer per registry): %w", err)
+			}
+			return nil, fmt.Errorf("issuer: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// label keeps the subject label's cardinality bounded.
+func (m *metrics) label(subject string) string {
+	if m.known[subject] {
+		return subject
+	}
+	return "other"
+}
+
+func (m *metrics) observe(subject, outcome string, d time.Duration) {
+	s := m.label(subject)
+	m.actions.WithLabelValues(s, outcome).Inc()
+	m.seconds.WithLabelValues(s).Observe(d.Seconds())
+}
+
+func (m *metrics) deadLetter(subject string) {
+	m.deadLetters.WithLabelValues(m.label(subject)).Inc()
+}
