@@ -127,6 +127,9 @@ type State struct {
 
 	// Appointment is the appointment's current details (appointment scopes).
 	Appointment *events.Appointment `json:"appointment,omitempty"`
+	// Client is who the scope's emails go to (appointment scopes, whose
+	// later actions name only the appointment).
+	Client *events.Client `json:"client,omitempty"`
 }
 
 // Verdict is the answer to a click.
