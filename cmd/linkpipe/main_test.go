@@ -131,7 +131,7 @@ func TestDevPublishExplain(t *testing.T) {
 		return strings.Contains(story, " used ")
 	})
 	t.Log(story)
-	for _, want := range []string{"issued", "sent", "supersedes", "click refused: superseded", "scope:used", "c-42.signin"} {
+	for _, want := range []string{"issued", "sent", "supersedes", "click refused: superseded", "scope:used", "c-42.signin", "refused (superseded by "} {
 		if !strings.Contains(story, want) {
 			t.Errorf("explain output lacks %q:\n%s", want, story)
 		}

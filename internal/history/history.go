@@ -36,6 +36,8 @@ type Timeline struct {
 	Entries []Entry
 	// Current is each scope's state now, by scope subject.
 	Current map[string]link.State
+	// Scopes maps each link of the timeline to its scope subject.
+	Scopes map[string]string
 }
 
 // readAll returns every message of stream matching the filters.
@@ -77,7 +79,7 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 	if err != nil {
 		return nil, err
 	}
-	tl := &Timeline{Current: map[string]link.State{}}
+	tl := &Timeline{Current: map[string]link.State{}, Scopes: map[string]string{}}
 	linkIDs := map[string]bool{}
 	for _, m := range scopeMsgs {
 		var st link.State
@@ -85,7 +87,10 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 			continue
 		}
 		tl.Current[m.Subject()] = st
-		linkIDs[st.LinkID] = true
+		if st.LinkID != "" {
+			linkIDs[st.LinkID] = true
+			tl.Scopes[st.LinkID] = m.Subject()
+		}
 		tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
 	}
 	for id := range linkIDs {
@@ -102,7 +107,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 	if !events.ValidID(linkID) {
 		return nil, errors.New("history: link must be an id ([A-Za-z0-9_-]{1,64})")
 	}
-	tl := &Timeline{Current: map[string]link.State{}}
+	tl := &Timeline{Current: map[string]link.State{}, Scopes: map[string]string{}}
 	var issued events.LinkEvent
 	if _, err := bus.NewReader(js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &issued); err != nil {
 		if errors.Is(err, bus.ErrNotFound) {
@@ -111,6 +116,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 		return nil, err
 	}
 	scope := link.ScopeOf(&issued)
+	tl.Scopes[linkID] = scope
 	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, scope)
 	if err != nil {
 		return nil, err
@@ -216,18 +222,30 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 		fmt.Fprintf(w, "%s  %-24s  %-16s %s\n", e.At.UTC().Format("2006-01-02 15:04:05Z"), e.LinkID, e.What, e.Detail)
 	}
 	fmt.Fprintln(w, "\nNow:")
-	subjects := make([]string, 0, len(tl.Current))
-	for s := range tl.Current {
-		subjects = append(subjects, s)
+	ids := make([]string, 0, len(tl.Scopes))
+	for id := range tl.Scopes {
+		ids = append(ids, id)
 	}
-	sort.Strings(subjects)
-	for _, s := range subjects {
-		st := tl.Current[s]
-		v := link.Evaluate(st.LinkID, &st, now)
-		verdict := "works"
-		if !v.OK {
+	sort.Slice(ids, func(i, j int) bool {
+		if tl.Scopes[ids[i]] != tl.Scopes[ids[j]] {
+			return tl.Scopes[ids[i]] < tl.Scopes[ids[j]]
+		}
+		return ids[i] < ids[j]
+	})
+	for _, id := range ids {
+		scope := tl.Scopes[id]
+		st, ok := tl.Current[scope]
+		var verdict string
+		switch v := link.Evaluate(id, &st, now); {
+		case !ok:
+			verdict = "no state on record"
+		case v.OK:
+			verdict = "works"
+		case v.Reason == events.ReasonSuperseded:
+			verdict = "refused (superseded by " + st.LinkID + "): " + link.Explain(v.Reason)
+		default:
 			verdict = "refused (" + v.Reason + "): " + link.Explain(v.Reason)
 		}
-		fmt.Fprintf(w, "  %s: current link %s %s\n", strings.TrimPrefix(s, link.ScopePrefix), st.LinkID, verdict)
+		fmt.Fprintf(w, "  %s %s: %s\n", strings.TrimPrefix(scope, link.ScopePrefix), id, verdict)
 	}
 }
