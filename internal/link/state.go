@@ -121,15 +121,33 @@ type State struct {
 	// EventID is the action (or click) that made this change.
 	EventID string `json:"event_id"`
 	// ActionSeq is the ACTIONS stream sequence of the action that issued
-	// the current link; an older action never supersedes a newer one.
+	// the current link, or of the revocation that revoked it if that is
+	// newer; an older action never supersedes a newer one (a sign-in
+	// requested before a revocation but handled after it is born
+	// superseded).
 	ActionSeq uint64    `json:"action_seq,omitempty"`
 	At        time.Time `json:"at"`
+	// ChangeSeq is the ACTIONS stream sequence of the newest appointment
+	// action (scheduled, rescheduled, canceled) applied to an appointment
+	// scope: an older one handled late never undoes a newer one.
+	ChangeSeq uint64 `json:"change_seq,omitempty"`
+	// Reminders are an appointment's reminder offsets before its start
+	// (Go durations, as planned when it was scheduled), kept so that a
+	// reschedule re-plans the same reminders.
+	Reminders []string `json:"reminders,omitempty"`
 
 	// Appointment is the appointment's current details (appointment scopes).
 	Appointment *events.Appointment `json:"appointment,omitempty"`
 	// Client is who the scope's emails go to (appointment scopes, whose
 	// later actions name only the appointment).
 	Client *events.Client `json:"client,omitempty"`
+	// Kid is the link key id the current link's token was minted with
+	// (the token's "kid." prefix). With the issued event's cause_event_id
+	// it lets a worker without the link key (the redeemer, renewing an
+	// appointment's current link) queue a mail command for the current
+	// link. Set by whoever makes a link current; every other change
+	// carries it forward unchanged.
+	Kid string `json:"kid,omitempty"`
 }
 
 // Verdict is the answer to a click.

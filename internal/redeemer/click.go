@@ -69,25 +69,35 @@ func (r *Redeemer) lookup(ctx context.Context, token string) (*click, error) {
 		return c, nil
 	}
 	c.linkID = id
-	if ev, ok := r.issued.get(id); ok {
-		r.m.cacheHits.Inc()
-		c.issued = ev
-	} else {
-		var ev events.LinkEvent
-		if _, err := r.links.LastJSON(ctx, events.LinkSubject(id, events.TypeIssued), &ev); err != nil {
-			if errors.Is(err, bus.ErrNotFound) {
-				return c, nil
-			}
-			return nil, fmt.Errorf("%w: %w", errUnavailable, err)
-		}
-		if ev.LinkID != id {
-			return c, nil
-		}
-		r.issued.put(id, &ev)
-		c.issued = &ev
+	if c.issued, err = r.issuedOf(ctx, id); err != nil {
+		return nil, err
 	}
-	c.scope = link.ScopeOf(c.issued)
+	if c.issued != nil {
+		c.scope = link.ScopeOf(c.issued)
+	}
 	return c, nil
+}
+
+// issuedOf returns the issued event of a link, nil if the link was never
+// issued. Issued events are immutable, so they are cached; scope states,
+// which change, never are.
+func (r *Redeemer) issuedOf(ctx context.Context, linkID string) (*events.LinkEvent, error) {
+	if ev, ok := r.issued.get(linkID); ok {
+		r.m.cacheHits.Inc()
+		return ev, nil
+	}
+	var ev events.LinkEvent
+	if _, err := r.links.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
+		if errors.Is(err, bus.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	if ev.LinkID != linkID {
+		return nil, nil
+	}
+	r.issued.put(linkID, &ev)
+	return &ev, nil
 }
 
 // readState (re)reads the scope's state into c.

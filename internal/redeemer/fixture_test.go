@@ -3,8 +3,10 @@ package redeemer_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,6 +26,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/ticket"
@@ -63,8 +66,14 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, srv: bustest.Start(t), clock: clock.NewFake(t0)}
 	e.nc, e.js = e.srv.Connect(t)
-	e.keys = link.NewKeyring("k1", bytes.Repeat([]byte{7}, 32))
+	// k1 mints; k2 is a second key (tokens minted before or after a
+	// rotation), so a test can tell which kid a mail command names.
 	var err error
+	e.keys, err = link.ParseKeyring("k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)) +
+		",k2:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{8}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.signer, err = ticket.NewSigner(bytes.Repeat([]byte{9}, 32), "http://links.test")
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +147,10 @@ type spec struct {
 	Practice string // default acme
 	Client   string // default c-1
 	EventID  string // required
+	// Kid mints the token (default the keyring's current kid, k1). NoKid
+	// leaves link.State.Kid empty, as an issuer that does not record it.
+	Kid      string
+	NoKid    bool
 	ReturnTo string
 	// Document links.
 	DocumentID, ShareID string
@@ -162,7 +175,10 @@ func (e *env) issue(s spec) (token, linkID string) {
 		s.Client = "c-1"
 	}
 	ctx := context.Background()
-	token, err := e.keys.Mint(e.keys.CurrentKid(), s.Purpose, s.Practice, s.EventID)
+	if s.Kid == "" {
+		s.Kid = e.keys.CurrentKid()
+	}
+	token, err := e.keys.Mint(s.Kid, s.Purpose, s.Practice, s.EventID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -181,6 +197,9 @@ func (e *env) issue(s spec) (token, linkID string) {
 	st := link.State{Change: link.ChangeIssued, LinkID: linkID, Purpose: s.Purpose, OneTime: true,
 		ValidFrom: now, ExpiresAt: now.Add(pol.SigninTTL), EventID: s.EventID, At: now,
 		ActionSeq: e.actionSeq.Add(1)}
+	if !s.NoKid {
+		st.Kid = s.Kid
+	}
 	switch s.Purpose {
 	case events.PurposeDocument:
 		st.ExpiresAt = now.Add(pol.DocumentTTL)
@@ -189,6 +208,7 @@ func (e *env) issue(s spec) (token, linkID string) {
 		st.ExpiresAt = s.EndsAt.Add(pol.TelehealthGrace)
 		st.Appointment = &events.Appointment{ID: s.AppointmentID, StartsAt: &s.StartsAt, EndsAt: &s.EndsAt,
 			Telehealth: true, Timezone: "America/Chicago"}
+		st.Client = &events.Client{ID: s.Client, Email: s.Client + "@example.com", Name: "Pat " + s.Client}
 	}
 	ev.ValidFrom, ev.ExpiresAt = &st.ValidFrom, &st.ExpiresAt
 	scope := link.ScopeOf(ev)
@@ -217,24 +237,82 @@ func (e *env) issue(s spec) (token, linkID string) {
 }
 
 // change CAS-publishes a change to the scope of linkID's issued event (what
-// the issuer does on revoke, cancel).
+// the issuer does on revoke, cancel, reschedule).
 func (e *env) change(linkID string, f func(*link.State)) {
 	e.t.Helper()
+	if err := e.changeE(linkID, f); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// changeE is change for any goroutine: it re-reads and retries when the
+// conditional publish loses, as the issuer does, and returns once the new
+// state is written.
+func (e *env) changeE(linkID string, f func(*link.State)) error {
 	ctx := context.Background()
 	var ev events.LinkEvent
 	if _, err := bus.NewReader(e.js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
-		e.t.Fatal(err)
+		return err
 	}
-	scope := link.ScopeOf(&ev)
-	var st link.State
-	seq, err := bus.NewReader(e.js, bus.StreamScopes).LastJSON(ctx, scope, &st)
+	return e.changeScope(link.ScopeOf(&ev), f)
+}
+
+func (e *env) changeScope(scope string, f func(*link.State)) error {
+	ctx := context.Background()
+	for range 32 {
+		var st link.State
+		seq, err := bus.NewReader(e.js, bus.StreamScopes).LastJSON(ctx, scope, &st)
+		if err != nil {
+			return err
+		}
+		f(&st)
+		data, _ := json.Marshal(&st)
+		if _, err = bus.PublishIfSeq(ctx, e.js, scope, data, seq); err == nil {
+			return nil
+		} else if !errors.Is(err, bus.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("change of %s: too many conflicts", scope)
+}
+
+// reschedule is what the issuer does on actions.appointment.rescheduled:
+// same link, same valid_from, new appointment window; the link is valid
+// until the new end plus the practice's grace.
+func (e *env) reschedule(linkID string, startsAt, endsAt time.Time) error {
+	now := e.clock.Now()
+	grace := e.dir.Get(practiceAcme).Policy.TelehealthGrace
+	return e.changeE(linkID, func(st *link.State) {
+		appt := *st.Appointment
+		appt.StartsAt, appt.EndsAt = &startsAt, &endsAt
+		st.Change, st.Appointment, st.ExpiresAt = link.ChangeRescheduled, &appt, endsAt.Add(grace)
+		st.EventID, st.At = "ev-resched-"+startsAt.Format("20060102T150405"), now
+	})
+}
+
+// cancel is what the issuer does on actions.appointment.canceled.
+func (e *env) cancel(linkID string) error {
+	now := e.clock.Now()
+	return e.changeE(linkID, func(st *link.State) {
+		st.Change, st.CanceledAt, st.EventID, st.At = link.ChangeCanceled, &now, "ev-cancel", now
+	})
+}
+
+// revokeClient is what the issuer does on actions.client.links_revoked:
+// every scope of the client gets a revoked state.
+func (e *env) revokeClient(practiceID, clientID, reason string) {
+	e.t.Helper()
+	scopes, err := bus.NewReader(e.js, bus.StreamScopes).Subjects(context.Background(), link.ClientScopes(practiceID, clientID))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	f(&st)
-	data, _ := json.Marshal(&st)
-	if _, err := bus.PublishIfSeq(ctx, e.js, scope, data, seq); err != nil {
-		e.t.Fatal(err)
+	now := e.clock.Now()
+	for scope := range scopes {
+		if err := e.changeScope(scope, func(st *link.State) {
+			st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = link.ChangeRevoked, &now, reason, "ev-revoke-"+clientID, now
+		}); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 
@@ -302,17 +380,29 @@ type answer struct {
 
 func do(t testing.TB, c *http.Client, method, url string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	a, err := doE(c, method, url)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return a
+}
+
+// doE is do for any goroutine.
+func doE(c *http.Client, method, url string) (answer, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return answer{}, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return answer{}, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, string(b), resp.Header}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	return answer{resp.StatusCode, string(b), resp.Header}, nil
 }
 
 var reasonMeta = regexp.MustCompile(`<meta name="linkpipe-reason" content="([a-z_]+)">`)
@@ -339,4 +429,48 @@ func (a answer) refused(t testing.TB, status int, reason string) {
 
 func htmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace(s)
+}
+
+// renewMails are the renewal mail commands queued on MAIL
+// (mail.cmd.<link id>-renew-<random>), by mail id.
+func (e *env) renewMails() map[string]mail.Command {
+	e.t.Helper()
+	ctx := context.Background()
+	r := bus.NewReader(e.js, bus.StreamMail)
+	subs, err := r.Subjects(ctx, bus.MailCommandPrefix+">")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]mail.Command{}
+	for subj := range subs {
+		if !strings.Contains(subj, "-renew-") {
+			continue
+		}
+		var cmd mail.Command
+		if _, err := r.LastJSON(ctx, subj, &cmd); err != nil {
+			e.t.Fatal(err)
+		}
+		if bus.MailCommandPrefix+cmd.MailID != subj {
+			e.t.Fatalf("mail command on %s names mail id %q", subj, cmd.MailID)
+		}
+		out[cmd.MailID] = cmd
+	}
+	return out
+}
+
+// lastSigninRequest is the last actions.signin.requested on ACTIONS.
+func (e *env) lastSigninRequest() *events.SigninRequested {
+	e.t.Helper()
+	m, err := bus.NewReader(e.js, bus.StreamActions).Last(context.Background(), events.SubjectSigninRequested)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a, err := events.Decode(m.Subject, m.Data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if m.Header.Get("Nats-Msg-Id") != a.(*events.SigninRequested).EventID {
+		e.t.Fatalf("sign-in request without its event id as Nats-Msg-Id: %v", m.Header)
+	}
+	return a.(*events.SigninRequested)
 }

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_redeemer_renewals_total",
-			Help: "Renewal requests by result (sent, client_limited, ip_limited, unknown, failed).",
+			Help: "Renewal requests by result (sent: a fresh sign-in link requested; resent: an appointment's current link mailed again; client_limited, ip_limited, unknown, failed).",
 		}, []string{"result"}),
 		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_redeemer_projected_total",

@@ -21,6 +21,16 @@
 // The used and revoked lifecycle events are derived from SCOPES by the
 // projector ([Redeemer.Run]), so a crash between the state change and the
 // event cannot lose the event.
+//
+// # Renewal
+//
+// POST /l/{token}/renew sends the link's client, at the address on record,
+// a way back in: a fresh sign-in link for sign-in and document links
+// (actions.signin.requested, for the issuer), the appointment's current
+// link again for telehealth links (a mail command on MAIL; a sign-in link
+// when the appointment is canceled, revoked or over). Renewals count
+// against a per-client limit kept by the RENEWALS stream, shared by every
+// replica, and the answer is the same page whatever happened.
 package redeemer
 
 import (
@@ -56,6 +66,8 @@ const (
 	keyReason     = "reason"
 	keyErr        = "err"
 	keySeq        = "seq"
+	keyClientID   = "client_id"
+	keyMailID     = "mail_id"
 )
 
 // Defaults of Config.
