@@ -76,8 +76,9 @@ type AppointmentScheduled struct {
 	Client      Client      `json:"client"`
 	Appointment Appointment `json:"appointment"`
 	// Reminders are offsets before starts_at, as Go durations ("72h");
-	// nil means the practice's default (72h and 24h), empty means none.
-	Reminders []string `json:"reminders,omitempty"`
+	// nil means the practice's default (72h and 24h), empty means none
+	// (omitzero, not omitempty: an empty list is sent as []).
+	Reminders []string `json:"reminders,omitzero"`
 }
 
 // AppointmentRescheduled moves an appointment: same link, new window.
@@ -119,7 +120,7 @@ type Policy struct {
 	SigninTTL       string   `json:"signin_ttl,omitempty"`
 	DocumentTTL     string   `json:"document_ttl,omitempty"`
 	TelehealthGrace string   `json:"telehealth_grace,omitempty"`
-	Reminders       []string `json:"reminders,omitempty"`
+	Reminders       []string `json:"reminders,omitzero"`
 }
 
 // PracticeUpdated stores a practice's settings; the newest wins.

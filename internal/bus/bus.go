@@ -127,7 +127,13 @@ func StreamConfigs(o Options) []jetstream.StreamConfig {
 			Name: StreamActions, Subjects: []string{events.SubjectActionsAll},
 			Retention: jetstream.LimitsPolicy, MaxAge: 7 * 24 * time.Hour,
 			Duplicates: o.Duplicates, Replicas: o.Replicas, AllowDirect: true,
-			AllowMsgSchedules: true, MaxMsgSize: 1 << 20,
+			MaxMsgSize: 1 << 20,
+			// Reminder schedules (actions.schedule.reminder.>) live here.
+			// A schedule replaces the previous one on its subject (a
+			// rollup, so AllowRollup) and carries Nats-TTL "never"
+			// (AllowMsgTTL) so that MaxAge cannot drop a schedule that
+			// fires more than a week after it was planned.
+			AllowMsgSchedules: true, AllowRollup: true, AllowMsgTTL: true,
 		},
 		{
 			Name: StreamLinks, Subjects: []string{events.SubjectLinksAll},

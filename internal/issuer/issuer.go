@@ -3,9 +3,18 @@
 // shared by every replica), mints each link from its action's event id,
 // makes it the current link of its scope with a conditional publish on
 // SCOPES, records it as links.<link_id>.issued on LINKS, queues its email as
-// mail.cmd.<mail_id> on MAIL, and stores practice settings. Poison actions
-// are dead-lettered with the reason; transient failures are retried with
-// backoff.
+// mail.cmd.<mail_id> on MAIL, and stores practice settings. It also owns the
+// appointment lifecycle (scheduled, rescheduled, canceled: changes to the
+// appointment's scope, confirmation/moved/canceled emails), the reminders
+// planned as JetStream message schedules on ACTIONS
+// (actions.schedule.reminder.<practice>.<appointment>.<offset>, firing
+// actions.appointment.reminder), and revocation of a client's links. Poison
+// actions are dead-lettered with the reason; transient failures are retried
+// with backoff.
+//
+// The rules of each action, and how out-of-order handling (replicas and
+// parallel handlers take messages concurrently) is resolved, are documented
+// on the handlers in appointments.go, reminders.go and revoke.go.
 //
 // Every step is idempotent and checked against JetStream, which is the
 // truth: a redelivered or re-published action (on this replica or another,
@@ -50,18 +59,28 @@ const (
 	keyDelay      = "delay"
 	keyErr        = "err"
 	keyDeleted    = "deleted"
+	keyAppt       = "appointment_id"
+	keyScope      = "scope"
+	keyCount      = "count"
+	keyMailID     = "mail_id"
 )
 
 // Outcomes of handling one action (metric label and log value).
 const (
-	outcomeIssued         = "issued"          // a new link is current in its scope
-	outcomeSuperseded     = "born_superseded" // minted, but a newer action already owns the scope
-	outcomeDuplicate      = "duplicate"       // already done: redelivery or re-publish
-	outcomeStored         = "stored"          // practice settings written
-	outcomeStale          = "stale"           // practice settings older than the stored ones
-	outcomeDeadLetter     = "dead_letter"     // poison: dead-lettered and terminated
-	outcomeRetry          = "retry"           // transient failure: nak with backoff
-	outcomeNotImplemented = "not_implemented" // a valid action this build does not handle yet
+	outcomeIssued         = "issued"           // a new link is current in its scope
+	outcomeSuperseded     = "born_superseded"  // minted, but a newer action already owns the scope
+	outcomeDuplicate      = "duplicate"        // already done: redelivery or re-publish
+	outcomeStored         = "stored"           // practice settings written
+	outcomeStale          = "stale"            // older than what is stored: practice settings, an appointment action or reminder overtaken by a newer change
+	outcomeDeadLetter     = "dead_letter"      // poison: dead-lettered and terminated
+	outcomeRetry          = "retry"            // transient failure: nak with backoff
+	outcomeUpdated        = "updated"          // a scheduled for a live appointment: details updated, link kept
+	outcomeRescheduled    = "rescheduled"      // the appointment moved
+	outcomeCanceled       = "canceled"         // the appointment was canceled
+	outcomeIgnoreCanceled = "ignored_canceled" // a reschedule of a canceled appointment: no change
+	outcomeReminded       = "reminded"         // a reminder email queued
+	outcomeSkipped        = "skipped"          // a reminder not sent: canceled, revoked or over
+	outcomeRevoked        = "revoked"          // links revoked (maybe none were live)
 )
 
 // deadLetterSource is the suffix of the dead-letter subject: deadletter.actions.
@@ -114,6 +133,8 @@ type Issuer struct {
 	ledger      *ledger
 	scopes      *bus.Reader
 	links       *bus.Reader
+	actions     *bus.Reader
+	streams     *streamCache
 	m           *metrics
 	routes      map[string]route
 }
@@ -135,12 +156,35 @@ type route struct {
 
 // delivery is one decoded action and where it came from.
 type delivery struct {
-	msg    jetstream.Msg
-	seq    uint64 // ACTIONS stream sequence
-	action events.Action
-	env    events.Envelope
-	log    *slog.Logger
+	msg       jetstream.Msg
+	seq       uint64 // ACTIONS stream sequence
+	delivered uint64 // delivery count, 1 the first time
+	action    events.Action
+	env       events.Envelope
+	log       *slog.Logger
 }
+
+// poisonError marks a handler error that no retry can fix: the action is
+// dead-lettered with it as the reason.
+type poisonError struct{ err error }
+
+func (p *poisonError) Error() string { return p.err.Error() }
+func (p *poisonError) Unwrap() error { return p.err }
+
+// poison wraps err so that the action is dead-lettered.
+func poison(err error) error { return &poisonError{err: err} }
+
+// Errors that dead-letter an action (wrapped with detail).
+var (
+	// ErrUnknownAppointment: a rescheduled, canceled or reminder action
+	// names an appointment no scheduled action created (after a few
+	// deliveries: its scheduled action may be handled in parallel).
+	ErrUnknownAppointment = errors.New("unknown appointment")
+	// ErrAppointmentClient: a scheduled action names an appointment that
+	// already belongs to another client, or an appointment id is held by
+	// several clients' scopes.
+	ErrAppointmentClient = errors.New("appointment belongs to another client")
+)
 
 // result is what a handler did.
 type result struct {
@@ -183,21 +227,21 @@ func New(cfg Config) (*Issuer, error) {
 	i := &Issuer{
 		js: cfg.JS, keys: cfg.Keys, practices: cfg.Practices, clock: cfg.Clock,
 		log: cfg.Log, concurrency: cfg.Concurrency, ledger: lg,
-		scopes: bus.NewReader(cfg.JS, bus.StreamScopes),
-		links:  bus.NewReader(cfg.JS, bus.StreamLinks),
-		m:      m,
+		scopes:  bus.NewReader(cfg.JS, bus.StreamScopes),
+		links:   bus.NewReader(cfg.JS, bus.StreamLinks),
+		actions: bus.NewReader(cfg.JS, bus.StreamActions),
+		streams: &streamCache{js: cfg.JS, m: map[string]jetstream.Stream{}},
+		m:       m,
 	}
 	i.routes = map[string]route{
-		events.SubjectSigninRequested: {handle: i.signin, ledger: true},
-		events.SubjectDocumentShared:  {handle: i.document, ledger: true},
-		events.SubjectPracticeUpdated: {handle: i.practiceUpdated, inline: true},
-		// Valid contract actions handled by a later version: acked, logged
-		// and counted, never dead-lettered.
-		events.SubjectAppointmentScheduled:   {handle: i.notImplemented},
-		events.SubjectAppointmentRescheduled: {handle: i.notImplemented},
-		events.SubjectAppointmentCanceled:    {handle: i.notImplemented},
-		events.SubjectAppointmentReminder:    {handle: i.notImplemented},
-		events.SubjectClientLinksRevoked:     {handle: i.notImplemented},
+		events.SubjectSigninRequested:        {handle: i.signin, ledger: true},
+		events.SubjectDocumentShared:         {handle: i.document, ledger: true},
+		events.SubjectPracticeUpdated:        {handle: i.practiceUpdated, inline: true},
+		events.SubjectAppointmentScheduled:   {handle: i.appointmentScheduled, ledger: true},
+		events.SubjectAppointmentRescheduled: {handle: i.appointmentRescheduled, ledger: true},
+		events.SubjectAppointmentCanceled:    {handle: i.appointmentCanceled, ledger: true},
+		events.SubjectAppointmentReminder:    {handle: i.appointmentReminder, ledger: true},
+		events.SubjectClientLinksRevoked:     {handle: i.linksRevoked, ledger: true},
 	}
 	return i, nil
 }
@@ -231,10 +275,26 @@ func (i *Issuer) Run(ctx context.Context) error {
 			}
 		})
 	}
+	lanes := make(lanes, apptLanes)
+	for n := range lanes {
+		lanes[n] = make(chan jetstream.Msg, laneQueue)
+		wg.Go(func() {
+			for msg := range lanes[n] {
+				if ctx.Err() != nil {
+					_ = msg.Nak() // queued, not started: give it back at once
+					continue
+				}
+				i.handleBounded(hctx, msg, func(s settlement) { settle <- s })
+			}
+		})
+	}
 	var prune sync.WaitGroup
 	prune.Go(func() { i.pruneLoop(ctx) })
 	defer func() {
 		close(work)
+		for _, l := range lanes {
+			close(l)
+		}
 		wg.Wait()
 		close(settle)
 		<-settled
@@ -242,7 +302,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 	}()
 
 	for {
-		err := i.consume(ctx, hctx, work)
+		err := i.consume(ctx, hctx, work, lanes)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -256,7 +316,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 }
 
 // consume runs one message iterator until ctx ends or the iterator fails.
-func (i *Issuer) consume(ctx, hctx context.Context, work chan<- jetstream.Msg) error {
+func (i *Issuer) consume(ctx, hctx context.Context, work chan<- jetstream.Msg, lanes lanes) error {
 	cons, err := i.js.Consumer(ctx, bus.StreamActions, bus.ConsumerIssuer)
 	if err != nil {
 		return fmt.Errorf("issuer: consumer %s: %w", bus.ConsumerIssuer, err)
@@ -285,6 +345,10 @@ func (i *Issuer) consume(ctx, hctx context.Context, work chan<- jetstream.Msg) e
 		}
 		if r, ok := i.routes[msg.Subject()]; ok && r.inline {
 			i.handleBounded(hctx, msg, i.settleNow)
+			continue
+		}
+		if lane := lanes.of(msg); lane != nil {
+			lane <- msg
 			continue
 		}
 		work <- msg
@@ -339,7 +403,7 @@ func (i *Issuer) handle(ctx context.Context, msg jetstream.Msg) (string, settlem
 	}
 	env := events.EnvelopeOf(a)
 	log = log.With(keyEventID, env.EventID, keyPracticeID, env.PracticeID)
-	d := &delivery{msg: msg, seq: md.Sequence.Stream, action: a, env: env, log: log}
+	d := &delivery{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, action: a, env: env, log: log}
 	r := i.routes[subject]
 
 	key := ledgerKey(subject, env)
@@ -355,12 +419,19 @@ func (i *Issuer) handle(ctx context.Context, msg jetstream.Msg) (string, settlem
 	}
 
 	res, err := r.handle(ctx, d)
+	var pe *poisonError
+	if errors.As(err, &pe) {
+		outcome, err := i.poison(ctx, msg, md, log, pe.err)
+		return outcome, settlement{}, err
+	}
 	if err != nil {
 		outcome, err := i.retry(msg, md, log, err)
 		return outcome, settlement{}, err
 	}
 	s := settlement{msg: msg, log: log}
-	if r.ledger && res.linkID != "" {
+	if r.ledger {
+		// Every outcome of a handler is final (a transient failure
+		// returned an error above), so a redelivery may be acked at once.
 		s.key, s.rec = key, ledgerRecord{LinkID: res.linkID, At: i.clock.Now()}
 	}
 	return res.outcome, s, nil
@@ -460,12 +531,6 @@ func backoff(numDelivered uint64) time.Duration {
 		d *= 2
 	}
 	return min(d, backoffMax)
-}
-
-// notImplemented acks a valid action this build does not act on yet.
-func (i *Issuer) notImplemented(_ context.Context, d *delivery) (result, error) {
-	d.log.Warn("action not yet implemented; acked without effect")
-	return result{outcome: outcomeNotImplemented}, nil
 }
 
 // practiceUpdated stores a practice's settings unless newer ones are stored.

@@ -32,7 +32,7 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	st, _ := e.scopeState(scopeA)
 	want := link.State{
 		Change: link.ChangeIssued, LinkID: linkA1, Purpose: events.PurposeSignin, OneTime: true,
-		ValidFrom: t0, ExpiresAt: t0.Add(24 * time.Hour), EventID: "evt-a1", ActionSeq: seqA1, At: t0,
+		ValidFrom: t0, ExpiresAt: t0.Add(24 * time.Hour), EventID: "evt-a1", ActionSeq: seqA1, At: t0, Kid: "k1",
 	}
 	if !statesEqual(st, want) {
 		t.Errorf("scope state:\n got %+v\nwant %+v", st, want)
@@ -294,34 +294,6 @@ func TestPracticePolicyBoundsAndTTL(t *testing.T) {
 	}
 	if got := e.dir.Get("acme").Policy.SigninTTL; got != 2*time.Hour {
 		t.Errorf("older update applied: ttl %s", got)
-	}
-}
-
-func TestOtherValidActionsAreAckedNotDeadLettered(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	start, end := t0.Add(72*time.Hour), t0.Add(73*time.Hour)
-	acts := []events.Action{
-		&events.AppointmentScheduled{Envelope: events.Envelope{EventID: "evt-ap1", PracticeID: "acme"},
-			Client:      events.Client{ID: "c1", Email: "c1@example.com"},
-			Appointment: events.Appointment{ID: "ap1", StartsAt: &start, EndsAt: &end, Telehealth: true, Timezone: "America/Chicago"}},
-		&events.AppointmentRescheduled{Envelope: events.Envelope{EventID: "evt-ap2", PracticeID: "acme"},
-			Appointment: events.Appointment{ID: "ap1", StartsAt: &start, EndsAt: &end}},
-		&events.AppointmentReminder{Envelope: events.Envelope{EventID: "evt-ap3", PracticeID: "acme"}, Appointment: events.Appointment{ID: "ap1"}},
-		&events.AppointmentCanceled{Envelope: events.Envelope{EventID: "evt-ap4", PracticeID: "acme"}, Appointment: events.Appointment{ID: "ap1"}},
-		&events.ClientLinksRevoked{Envelope: events.Envelope{EventID: "evt-rv", PracticeID: "acme"}, Client: events.Client{ID: "c1"}},
-	}
-	for _, a := range acts {
-		e.publish(a)
-	}
-	e.waitIdle()
-	if dl := e.deadLetters(); len(dl) != 0 {
-		t.Errorf("valid actions dead-lettered: %v", dl)
-	}
-	for _, a := range acts {
-		if got := e.metric(e.reg, "linkpipe_issuer_actions_total", map[string]string{"subject": a.Subject(), "outcome": "not_implemented"}); got != 1 {
-			t.Errorf("%s: not_implemented count %v, want 1", a.Subject(), got)
-		}
 	}
 }
 

@@ -27,9 +27,10 @@ type linkSpec struct {
 	ttl      time.Duration
 	mailKind string
 
-	returnTo string
-	document *events.Document
-	shareID  string
+	returnTo      string
+	document      *events.Document
+	shareID       string
+	appointmentID string
 }
 
 // window is a link's validity and when it was issued.
@@ -144,7 +145,7 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 			err := i.writeScope(ctx, sp, seq, link.State{
 				Change: link.ChangeIssued, LinkID: linkID, Purpose: sp.purpose, OneTime: sp.oneTime,
 				ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Supersedes: w.supersedes,
-				EventID: d.env.EventID, ActionSeq: d.seq, At: w.at,
+				EventID: d.env.EventID, ActionSeq: d.seq, At: w.at, Kid: kid,
 			})
 			if err == nil {
 				current = true
@@ -225,14 +226,23 @@ func (i *Issuer) readIssued(ctx context.Context, linkID string) (*events.LinkEve
 // writeScope makes st the scope's state if the scope is still at seq
 // (0: still empty); bus.ErrConflict if another writer got there first.
 func (i *Issuer) writeScope(ctx context.Context, sp linkSpec, seq uint64, st link.State) error {
+	_, err := i.writeState(ctx, sp.scope, seq, &st)
+	return err
+}
+
+// writeState makes st the state of scope if the scope is still at seq (0:
+// still empty) and returns the new sequence; bus.ErrConflict if another
+// writer got there first.
+func (i *Issuer) writeState(ctx context.Context, scope string, seq uint64, st *link.State) (uint64, error) {
 	data, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("issuer: encode scope state: %w", err)
+		return 0, fmt.Errorf("issuer: encode scope state: %w", err)
 	}
-	if _, err := bus.PublishIfSeq(ctx, i.js, sp.scope, data, seq); err != nil {
-		return fmt.Errorf("issuer: write scope: %w", err)
+	next, err := bus.PublishIfSeq(ctx, i.js, scope, data, seq)
+	if err != nil {
+		return 0, fmt.Errorf("issuer: write scope: %w", err)
 	}
-	return nil
+	return next, nil
 }
 
 // publishIssued publishes links.<link_id>.issued once (Nats-Msg-Id
@@ -243,7 +253,8 @@ func (i *Issuer) publishIssued(ctx context.Context, d *delivery, sp linkSpec, li
 		EventID: "issued-" + linkID, Type: events.TypeIssued, LinkID: linkID,
 		PracticeID: d.env.PracticeID, ClientID: sp.client.ID, Purpose: sp.purpose, At: w.at,
 		CauseEventID: d.env.EventID, Client: &client, ReturnTo: sp.returnTo, ShareID: sp.shareID,
-		ValidFrom: &w.validFrom, ExpiresAt: &w.expiresAt, Supersedes: w.supersedes,
+		AppointmentID: sp.appointmentID,
+		ValidFrom:     &w.validFrom, ExpiresAt: &w.expiresAt, Supersedes: w.supersedes,
 	}
 	if sp.document != nil {
 		ev.DocumentID = sp.document.ID
@@ -268,7 +279,14 @@ func (i *Issuer) queueMail(ctx context.Context, d *delivery, sp linkSpec, kid, l
 		ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Document: sp.document,
 		CauseEventID: d.env.EventID, At: w.at,
 	}
-	data, err := json.Marshal(&cmd)
+	return i.queueCommand(ctx, &cmd)
+}
+
+// queueCommand queues cmd as mail.cmd.<mail_id> once (Nats-Msg-Id the mail
+// id; MAIL refuses a second message on the subject, which is fine: it is
+// already queued).
+func (i *Issuer) queueCommand(ctx context.Context, cmd *mail.Command) error {
+	data, err := json.Marshal(cmd)
 	if err != nil {
 		return fmt.Errorf("issuer: encode mail command: %w", err)
 	}

@@ -15,6 +15,8 @@ type metrics struct {
 	actions     *prometheus.CounterVec
 	seconds     *prometheus.HistogramVec
 	deadLetters *prometheus.CounterVec
+	revoked     prometheus.Counter
+	schedules   *prometheus.CounterVec
 	known       map[string]bool
 }
 
@@ -22,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_issuer_actions_total",
-			Help: "Actions handled by the issuer, by subject and outcome (issued, born_superseded, duplicate, stored, stale, dead_letter, retry, not_implemented).",
+			Help: "Actions handled by the issuer, by subject and outcome (issued, born_superseded, duplicate, stored, stale, dead_letter, retry, updated, rescheduled, canceled, ignored_canceled, reminded, skipped, revoked).",
 		}, []string{"subject", "outcome"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "linkpipe_issuer_handle_seconds",
@@ -33,6 +35,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "linkpipe_issuer_dead_letters_total",
 			Help: "Poison actions copied to deadletter.actions, by subject.",
 		}, []string{"subject"}),
+		revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_issuer_links_revoked_total",
+			Help: "Scopes whose live link a links_revoked action revoked.",
+		}),
+		schedules: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_issuer_reminder_schedules_total",
+			Help: "Reminder schedule operations on ACTIONS: planned (a schedule published or replaced) and purged (schedule subjects removed).",
+		}, []string{"op"}),
 		known: map[string]bool{},
 	}
 	for _, s := range bus.ActionSubjects {
@@ -41,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.actions, m.seconds, m.deadLetters} {
+	for _, c := range []prometheus.Collector{m.actions, m.seconds, m.deadLetters, m.revoked, m.schedules} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -1,0 +1,565 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mail"
+)
+
+// Appointment scopes.
+//
+// An appointment's scope is scope.<practice>.<client>.appt.<appointment>. Its
+// state holds the appointment's current details, the client its emails go
+// to and its reminder offsets, so that the later actions, which name only
+// the appointment, find everything there; a telehealth appointment's state
+// also names its link (purpose telehealth, usable any number of times from
+// its issue until ends_at + the practice's telehealth grace). An in-person
+// appointment's state has no link (purpose "appointment").
+//
+// One replica handles the actions of one appointment in stream order (in
+// lanes, see the end of this file); several replicas may still handle them
+// out of order. The state's ChangeSeq is the ACTIONS sequence
+// of the newest appointment action applied; an older one handled late is a
+// no-op ("stale"), except a cancellation, which still applies unless a
+// newer scheduled action re-booked the appointment. An action that finds no
+// scope for its appointment is retried a few times (its scheduled action
+// may be in flight), then dead-lettered.
+
+// purposeAppointment is the purpose of an in-person appointment's scope
+// state: the scope holds the appointment, and no link.
+const purposeAppointment = "appointment"
+
+// unknownApptDeliveries is how many deliveries an action naming an unknown
+// appointment gets (backoff 100ms, 200ms, 400ms, 800ms in between) before
+// it is dead-lettered.
+const unknownApptDeliveries = 5
+
+// ordering places an appointment action relative to its scope's state.
+type ordering int
+
+const (
+	ordNew    ordering = iota // not applied yet: apply it
+	ordLatest                 // it wrote the current state (a redelivery): finish its side effects
+	ordDone                   // applied, and newer changes followed: nothing to do
+	ordOlder                  // a newer appointment action was applied first
+)
+
+// order places d, whose state change is change, relative to cur.
+func (i *Issuer) order(ctx context.Context, d *delivery, cur *scope, change string, h *history) (ordering, error) {
+	st := &cur.st
+	switch {
+	case !cur.found:
+		return ordNew, nil
+	case st.EventID == d.env.EventID && st.Change == change:
+		return ordLatest, nil
+	case st.ChangeSeq > d.seq:
+		return ordOlder, nil
+	case st.ChangeSeq == d.seq:
+		// This very message applied it; a revocation followed.
+		return ordDone, nil
+	}
+	applied, err := i.wroteBefore(ctx, cur.subject, d.env.EventID, change, h)
+	if err != nil {
+		return 0, err
+	}
+	if applied {
+		return ordDone, nil
+	}
+	return ordNew, nil
+}
+
+// apptFilter matches the scope of an appointment whatever its client.
+func apptFilter(practiceID, apptID string) string {
+	return link.ScopePrefix + practiceID + ".*.appt." + apptID
+}
+
+// clientOf returns the client id of a scope subject.
+func clientOf(scopeSubject string) string {
+	parts := strings.Split(scopeSubject, ".")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
+}
+
+// locateAppointment returns the scope subject of an appointment, found by
+// listing SCOPES subjects scope.<practice>.*.appt.<appointment>.
+func (i *Issuer) locateAppointment(ctx context.Context, d *delivery, apptID string) (string, error) {
+	p := d.env.PracticeID
+	subs, err := i.scopes.Subjects(ctx, apptFilter(p, apptID))
+	if err != nil {
+		return "", fmt.Errorf("issuer: find appointment: %w", err)
+	}
+	switch len(subs) {
+	case 1:
+		for s := range subs {
+			return s, nil
+		}
+	case 0:
+		err := fmt.Errorf("%w: practice %s has no appointment %s (no scope %s): it was never scheduled, or its scheduled action was refused",
+			ErrUnknownAppointment, p, apptID, apptFilter(p, apptID))
+		if d.delivered < unknownApptDeliveries {
+			return "", fmt.Errorf("issuer: %w; retrying in case its scheduled action is being handled", err)
+		}
+		return "", poison(err)
+	}
+	held := make([]string, 0, len(subs))
+	for s := range subs {
+		held = append(held, s)
+	}
+	slices.Sort(held)
+	return "", poison(fmt.Errorf("%w: appointment %s of practice %s is held by several clients' scopes: %s",
+		ErrAppointmentClient, apptID, p, strings.Join(held, ", ")))
+}
+
+// checkOwner refuses an appointment id that another client's scope holds.
+func (i *Issuer) checkOwner(ctx context.Context, practiceID, apptID, subject string) error {
+	subs, err := i.scopes.Subjects(ctx, apptFilter(practiceID, apptID))
+	if err != nil {
+		return fmt.Errorf("issuer: find appointment: %w", err)
+	}
+	for s := range subs {
+		if s != subject {
+			return poison(fmt.Errorf("%w: appointment %s of practice %s is client %s's (scope %s); cancel it and schedule the new client's appointment under a new id",
+				ErrAppointmentClient, apptID, practiceID, clientOf(s), s))
+		}
+	}
+	return nil
+}
+
+// reminderOffsets returns the offsets an appointment is scheduled with: the
+// action's (empty: none), else the practice policy's; canonical ("72h"),
+// without duplicates, longest first.
+func reminderOffsets(a *events.AppointmentScheduled, pol link.Policy) []string {
+	ds := pol.Reminders
+	if a.Reminders != nil {
+		ds, _ = events.ParseReminders("reminders", a.Reminders) // validated by Decode
+	}
+	ds = slices.Clone(ds)
+	slices.SortFunc(ds, func(a, b time.Duration) int { return cmp.Compare(b, a) })
+	ds = slices.Compact(ds)
+	out := make([]string, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, compactDuration(d))
+	}
+	return out
+}
+
+// compactDuration is d as a Go duration without zero units: "72h",
+// "1h30m", "45m".
+func compactDuration(d time.Duration) string {
+	s := d.String() // "72h0m0s", "1h30m0s", "45m0s", "1m30s"
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func clonedAppt(a events.Appointment) *events.Appointment {
+	if a.StartsAt != nil {
+		t := *a.StartsAt
+		a.StartsAt = &t
+	}
+	if a.EndsAt != nil {
+		t := *a.EndsAt
+		a.EndsAt = &t
+	}
+	return &a
+}
+
+// appointmentScheduled handles actions.appointment.scheduled.
+//
+// A first scheduled action creates the appointment's scope. Telehealth: a
+// link minted from the event id (purpose telehealth), current from now
+// (the waiting room works before the appointment) until ends_at + the
+// practice's telehealth grace, usable any number of times; its issued
+// event; a confirmation email carrying it (mail id
+// <link_id>-appointment_confirmed). In person: the scope without a link and
+// a confirmation email without one (mail id per event). Reminders are
+// planned for the action's offsets, else the practice's.
+//
+// A later scheduled action (another event id) for the same appointment:
+//   - live appointment, same kind (telehealth or not): the link is kept; the
+//     window, details, client address and reminders are replaced (as a
+//     reschedule would), reminders are re-planned, and a confirmation with
+//     the current details and the same link is sent;
+//   - canceled or revoked appointment, or one that changed between in person
+//     and telehealth: it is booked afresh, as a first scheduled action would
+//     (a new link replaces the old one, which then refuses as superseded);
+//     an appointment revoked by a revocation newer than this action is only
+//     updated (it stays revoked);
+//   - an appointment id another client's scope holds: dead letter.
+func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result, error) {
+	a := d.action.(*events.AppointmentScheduled)
+	p, apptID := a.PracticeID, a.Appointment.ID
+	subject := link.AppointmentScope(p, a.Client.ID, apptID)
+	log := d.log.With(keyAppt, apptID, keyClientID, a.Client.ID)
+	if err := i.checkOwner(ctx, p, apptID, subject); err != nil {
+		return result{}, err
+	}
+	pol := i.practices.Get(p).Policy
+	now := i.clock.Now()
+	kid := i.keys.CurrentKid()
+	linkID := ""
+	if a.Appointment.Telehealth {
+		var err error
+		if linkID, err = i.mintID(kid, events.PurposeTelehealth, p, a.EventID); err != nil {
+			return result{}, err
+		}
+	}
+	reminders := reminderOffsets(a, pol)
+	expires := a.Appointment.EndsAt.Add(pol.TelehealthGrace)
+	client := a.Client
+	book := func(prev *link.State) *link.State {
+		st := &link.State{
+			Change: link.ChangeIssued, Purpose: purposeAppointment, ValidFrom: now, ExpiresAt: expires,
+			EventID: a.EventID, ActionSeq: d.seq, ChangeSeq: d.seq, At: now,
+			Appointment: clonedAppt(a.Appointment), Client: &client, Reminders: reminders,
+		}
+		if linkID != "" {
+			st.LinkID, st.Purpose, st.Kid = linkID, events.PurposeTelehealth, kid
+		}
+		if prev != nil && prev.LinkID != "" && prev.LinkID != linkID {
+			st.Supersedes = prev.LinkID
+		}
+		return st
+	}
+	var h history
+	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
+		ord, err := i.order(ctx, d, cur, link.ChangeIssued, &h)
+		if err != nil {
+			return step{}, err
+		}
+		switch ord {
+		case ordLatest:
+			return step{outcome: outcomeDuplicate, effects: true}, nil
+		case ordDone:
+			return step{outcome: outcomeDuplicate}, nil
+		case ordOlder:
+			return step{outcome: outcomeStale}, nil
+		}
+		if !cur.found {
+			return step{next: book(nil), outcome: outcomeIssued, effects: true}, nil
+		}
+		prev := cur.st
+		revokedLater := prev.RevokedAt != nil && prev.ActionSeq > d.seq
+		sameKind := (prev.Purpose == events.PurposeTelehealth) == a.Appointment.Telehealth
+		if !revokedLater && (prev.CanceledAt != nil || prev.RevokedAt != nil || !sameKind) {
+			return step{next: book(&prev), outcome: outcomeIssued, effects: true}, nil
+		}
+		st := prev
+		st.Change, st.ExpiresAt = link.ChangeIssued, expires
+		st.Appointment, st.Client, st.Reminders = clonedAppt(a.Appointment), &client, reminders
+		st.EventID, st.ChangeSeq, st.At = a.EventID, d.seq, now
+		return step{next: &st, outcome: outcomeUpdated, effects: true}, nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	st := &cur.st
+	ours := linkID != "" && cur.found && st.LinkID == linkID
+	if ours {
+		// The link is issued once its issued event exists; published only
+		// after the scope holds it, and completed by any redelivery.
+		if err := i.ensureApptIssued(ctx, d, st, linkID, apptID); err != nil {
+			return result{}, err
+		}
+	}
+	if s.effects {
+		mailID := eventMailID(p, a.EventID, mail.KindAppointmentConfirmed)
+		if ours {
+			mailID = linkID + "-" + mail.KindAppointmentConfirmed
+		}
+		mint := ""
+		if ours {
+			mint = a.EventID
+		}
+		if err := i.queueApptMail(ctx, d, st, mail.KindAppointmentConfirmed, mailID, mint, now); err != nil {
+			return result{}, err
+		}
+		if err := i.planReminders(ctx, p, apptID, subject); err != nil {
+			return result{}, err
+		}
+	}
+	log.Info("appointment scheduled", keyOutcome, s.outcome, keyLinkID, st.LinkID, keySupersedes, st.Supersedes)
+	res := result{outcome: s.outcome}
+	if ours {
+		res.linkID = linkID
+	}
+	return res, nil
+}
+
+// ensureApptIssued publishes the telehealth link's issued event unless it
+// exists.
+func (i *Issuer) ensureApptIssued(ctx context.Context, d *delivery, st *link.State, linkID, apptID string) error {
+	ev, err := i.readIssued(ctx, linkID)
+	if err != nil || ev != nil {
+		return err
+	}
+	var client events.Client
+	if st.Client != nil {
+		client = *st.Client
+	}
+	return i.publishIssued(ctx, d, linkSpec{purpose: events.PurposeTelehealth, client: client, appointmentID: apptID},
+		linkID, window{validFrom: st.ValidFrom, expiresAt: st.ExpiresAt, at: st.At, supersedes: st.Supersedes})
+}
+
+// queueApptMail queues an appointment email built from the scope state: to
+// the state's client, with its current appointment details, carrying the
+// current link if there is one that works (not revoked; a cancellation
+// email names the link for its lifecycle events but does not show it).
+func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *link.State, kind, mailID, mint string, now time.Time) error {
+	if st.Client == nil || st.Appointment == nil {
+		return poison(fmt.Errorf("issuer: appointment scope state without client or appointment (event %s)", st.EventID))
+	}
+	cmd := &mail.Command{
+		MailID: mailID, Kind: kind, PracticeID: d.env.PracticeID, To: *st.Client,
+		Appointment: clonedAppt(*st.Appointment), CauseEventID: d.env.EventID, At: now,
+	}
+	if st.LinkID != "" && st.RevokedAt == nil && (st.CanceledAt == nil || kind == mail.KindAppointmentCanceled) {
+		kid, mintEventID, err := i.linkRef(ctx, d.env.PracticeID, st, mint)
+		if err != nil {
+			return err
+		}
+		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.MintEventID = st.LinkID, kid, st.Purpose, mintEventID
+		cmd.ValidFrom, cmd.ExpiresAt = st.ValidFrom, st.ExpiresAt
+	}
+	return i.queueCommand(ctx, cmd)
+}
+
+// appointmentRescheduled handles actions.appointment.rescheduled: the same
+// link (if any), its window moved to end at the new ends_at + the
+// practice's grace, effective at once (a link that had expired works again
+// if the new end is in the future); a "your appointment moved" email with
+// the link (mail id per event); reminders re-planned. A reschedule of a
+// canceled appointment changes nothing (logged, counted as
+// ignored_canceled). Only the times change: other fields of the action's
+// appointment are ignored.
+func (i *Issuer) appointmentRescheduled(ctx context.Context, d *delivery) (result, error) {
+	a := d.action.(*events.AppointmentRescheduled)
+	p, apptID := a.PracticeID, a.Appointment.ID
+	log := d.log.With(keyAppt, apptID)
+	subject, err := i.locateAppointment(ctx, d, apptID)
+	if err != nil {
+		return result{}, err
+	}
+	grace := i.practices.Get(p).Policy.TelehealthGrace
+	now := i.clock.Now()
+	var h history
+	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
+		if !cur.found {
+			return step{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
+		}
+		ord, err := i.order(ctx, d, cur, link.ChangeRescheduled, &h)
+		if err != nil {
+			return step{}, err
+		}
+		switch ord {
+		case ordLatest:
+			return step{outcome: outcomeDuplicate, effects: true}, nil
+		case ordDone:
+			return step{outcome: outcomeDuplicate}, nil
+		case ordOlder:
+			return step{outcome: outcomeStale}, nil
+		}
+		if cur.st.CanceledAt != nil {
+			return step{outcome: outcomeIgnoreCanceled}, nil
+		}
+		st := cur.st
+		appt := events.Appointment{ID: apptID}
+		if st.Appointment != nil {
+			appt = *st.Appointment
+		}
+		appt.StartsAt, appt.EndsAt = a.Appointment.StartsAt, a.Appointment.EndsAt
+		st.Change, st.Appointment = link.ChangeRescheduled, clonedAppt(appt)
+		st.ExpiresAt = a.Appointment.EndsAt.Add(grace)
+		st.EventID, st.ChangeSeq, st.At = a.EventID, d.seq, now
+		return step{next: &st, outcome: outcomeRescheduled, effects: true}, nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	log = log.With(keyClientID, clientOf(subject), keyLinkID, cur.st.LinkID)
+	if s.outcome == outcomeIgnoreCanceled {
+		log.Warn("reschedule of a canceled appointment ignored", keyOutcome, s.outcome)
+		return result{outcome: s.outcome}, nil
+	}
+	if s.effects {
+		mailID := eventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
+		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
+			return result{}, err
+		}
+		if err := i.planReminders(ctx, p, apptID, subject); err != nil {
+			return result{}, err
+		}
+	}
+	log.Info("appointment rescheduled", keyOutcome, s.outcome)
+	return result{outcome: s.outcome, linkID: cur.st.LinkID}, nil
+}
+
+// appointmentCanceled handles actions.appointment.canceled: the scope
+// records the cancellation (its link then refuses with reason canceled),
+// the appointment's reminder schedules are removed and a cancellation email
+// is sent (without a link; mail id per event). A cancellation handled after
+// a newer reschedule still applies (a reschedule of a canceled appointment
+// would have changed nothing); one handled after a newer scheduled action
+// (a re-booking) does not.
+func (i *Issuer) appointmentCanceled(ctx context.Context, d *delivery) (result, error) {
+	a := d.action.(*events.AppointmentCanceled)
+	p, apptID := a.PracticeID, a.Appointment.ID
+	log := d.log.With(keyAppt, apptID)
+	subject, err := i.locateAppointment(ctx, d, apptID)
+	if err != nil {
+		return result{}, err
+	}
+	now := i.clock.Now()
+	var h history
+	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
+		if !cur.found {
+			return step{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
+		}
+		ord, err := i.order(ctx, d, cur, link.ChangeCanceled, &h)
+		if err != nil {
+			return step{}, err
+		}
+		switch {
+		case ord == ordLatest:
+			return step{outcome: outcomeDuplicate, effects: true}, nil
+		case ord == ordDone, cur.st.CanceledAt != nil:
+			return step{outcome: outcomeDuplicate}, nil
+		case ord == ordOlder:
+			applied, err := i.wroteBefore(ctx, subject, a.EventID, link.ChangeCanceled, &h)
+			if err != nil {
+				return step{}, err
+			}
+			if applied {
+				return step{outcome: outcomeDuplicate}, nil
+			}
+			if cur.st.Change == link.ChangeIssued {
+				return step{outcome: outcomeStale}, nil
+			}
+		}
+		st := cur.st
+		st.Change, st.CanceledAt = link.ChangeCanceled, &now
+		st.EventID, st.ChangeSeq, st.At = a.EventID, max(st.ChangeSeq, d.seq), now
+		return step{next: &st, outcome: outcomeCanceled, effects: true}, nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	log = log.With(keyClientID, clientOf(subject), keyLinkID, cur.st.LinkID)
+	if s.effects {
+		if err := i.dropReminders(ctx, p, apptID); err != nil {
+			return result{}, err
+		}
+		mailID := eventMailID(p, a.EventID, mail.KindAppointmentCanceled)
+		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentCanceled, mailID, "", now); err != nil {
+			return result{}, err
+		}
+	}
+	log.Info("appointment canceled", keyOutcome, s.outcome)
+	return result{outcome: s.outcome, linkID: cur.st.LinkID}, nil
+}
+
+// appointmentReminder handles actions.appointment.reminder, published by a
+// reminder schedule or by a practice system: a reminder email with the
+// appointment's current details and current link (mail id per reminder
+// event). Not sent (outcome skipped) for a canceled or revoked appointment
+// or one that has ended; not sent (outcome stale) when the reminder names a
+// starts_at that is no longer the appointment's (a schedule planned before
+// a reschedule).
+func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, error) {
+	a := d.action.(*events.AppointmentReminder)
+	p, apptID := a.PracticeID, a.Appointment.ID
+	log := d.log.With(keyAppt, apptID)
+	subject, err := i.locateAppointment(ctx, d, apptID)
+	if err != nil {
+		return result{}, err
+	}
+	cur, err := i.readScopeAt(ctx, subject)
+	if err != nil {
+		return result{}, err
+	}
+	st := &cur.st
+	now := i.clock.Now()
+	log = log.With(keyClientID, clientOf(subject), keyLinkID, st.LinkID)
+	var starts, ends *time.Time
+	if st.Appointment != nil {
+		starts, ends = st.Appointment.StartsAt, st.Appointment.EndsAt
+	}
+	why, outcome := "", outcomeSkipped
+	switch {
+	case !cur.found:
+		return result{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
+	case st.CanceledAt != nil:
+		why = "the appointment was canceled"
+	case st.RevokedAt != nil:
+		why = "the appointment's link was revoked"
+	case a.Appointment.StartsAt != nil && (starts == nil || !a.Appointment.StartsAt.Equal(*starts)):
+		why, outcome = "the reminder was planned for another start time", outcomeStale
+	case ends != nil && !now.Before(*ends):
+		why = "the appointment is over"
+	}
+	if why != "" {
+		log.Info("reminder not sent: "+why, keyOutcome, outcome)
+		return result{outcome: outcome, linkID: st.LinkID}, nil
+	}
+	mailID := eventMailID(p, a.EventID, mail.KindAppointmentReminder)
+	if err := i.queueApptMail(ctx, d, st, mail.KindAppointmentReminder, mailID, "", now); err != nil {
+		return result{}, err
+	}
+	log.Info("reminder queued", keyMailID, mailID)
+	return result{outcome: outcomeReminded, linkID: st.LinkID}, nil
+}
+
+// Appointment actions are handled in lanes: the actions of one appointment
+// always take the same lane, whose goroutine handles them one at a time in
+// the order the consumer delivered them (stream order, redeliveries
+// aside). On one replica, then, a cancellation followed by a re-booking, or
+// two reschedules, are applied in the order they were published; the
+// ChangeSeq rules above cover what several replicas may still reorder.
+const (
+	apptLanes = 32
+	laneQueue = 64
+)
+
+// lanes are the appointment lanes.
+type lanes []chan jetstream.Msg
+
+// of returns the lane of an appointment action, nil for any other message
+// (and for one whose appointment cannot be read: the worker pool
+// dead-letters it).
+func (l lanes) of(msg jetstream.Msg) chan jetstream.Msg {
+	switch msg.Subject() {
+	case events.SubjectAppointmentScheduled, events.SubjectAppointmentRescheduled,
+		events.SubjectAppointmentCanceled, events.SubjectAppointmentReminder:
+	default:
+		return nil
+	}
+	var key struct {
+		PracticeID  string `json:"practice_id"`
+		Appointment struct {
+			ID string `json:"id"`
+		} `json:"appointment"`
+	}
+	if len(l) == 0 || len(msg.Data()) > events.MaxEventSize || json.Unmarshal(msg.Data(), &key) != nil || key.Appointment.ID == "" {
+		return nil
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key.PracticeID + "\x00" + key.Appointment.ID))
+	return l[h.Sum32()%uint32(len(l))]
+}

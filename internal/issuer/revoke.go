@@ -1,0 +1,83 @@
+package issuer
+
+import (
+	"context"
+	"slices"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/link"
+)
+
+// defaultRevokeReason is recorded when a revocation gives no reason.
+const defaultRevokeReason = "revoked by the practice"
+
+// linksRevoked handles actions.client.links_revoked: every live link of the
+// client (sign-in, documents, appointments) stops working, refusing with
+// reason revoked. It lists the client's scopes (scope.<p>.<client>.>) and
+// writes to each scope whose link is live a "revoked" state (revoked_at now,
+// the action's reason or "revoked by the practice"), conditionally, retrying
+// on conflict. The redeemer's projector derives links.<id>.revoked.
+//
+// Not touched: a scope without a link (in-person appointment), one already
+// revoked or canceled, a one-time link already used, and a scope whose link
+// was issued by an action newer than the revocation (a sign-in requested
+// after it issues a fresh working link, whatever the order the two are
+// handled in). The revocation sets the scope's action_seq to its own, so a
+// sign-in or share requested before it but handled after it is born
+// superseded. An expired appointment link is revoked too (a reschedule
+// could otherwise bring it back). A re-published revocation changes
+// nothing it changed before.
+func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) {
+	a := d.action.(*events.ClientLinksRevoked)
+	log := d.log.With(keyClientID, a.Client.ID)
+	reason := a.Reason
+	if reason == "" {
+		reason = defaultRevokeReason
+	}
+	subs, err := i.scopes.Subjects(ctx, link.ClientScopes(a.PracticeID, a.Client.ID))
+	if err != nil {
+		return result{}, err
+	}
+	subjects := make([]string, 0, len(subs))
+	for s := range subs {
+		subjects = append(subjects, s)
+	}
+	slices.Sort(subjects)
+	revoked := 0
+	for _, subj := range subjects {
+		did, err := i.revokeScope(ctx, d, subj, reason)
+		if err != nil {
+			return result{}, err
+		}
+		if did {
+			revoked++
+			log.Info("link revoked", keyScope, subj)
+		}
+	}
+	i.m.revoked.Add(float64(revoked))
+	log.Info("client's links revoked", keyCount, revoked, keyReason, reason)
+	return result{outcome: outcomeRevoked}, nil
+}
+
+// revokeScope revokes the scope's link if it is live; it reports whether
+// it wrote.
+func (i *Issuer) revokeScope(ctx context.Context, d *delivery, subject, reason string) (bool, error) {
+	now := i.clock.Now()
+	var h history
+	_, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
+		st := cur.st
+		switch {
+		case !cur.found, st.LinkID == "", st.RevokedAt != nil, st.CanceledAt != nil,
+			st.OneTime && st.UsedAt != nil, st.ActionSeq > d.seq:
+			return step{}, nil
+		}
+		applied, err := i.wroteBefore(ctx, subject, d.env.EventID, link.ChangeRevoked, &h)
+		if err != nil || applied {
+			return step{}, err
+		}
+		st.Change, st.RevokedAt, st.RevokedReason = link.ChangeRevoked, &now, reason
+		st.EventID, st.ActionSeq, st.At = d.env.EventID, max(st.ActionSeq, d.seq), now
+		return step{next: &st, outcome: outcomeRevoked}, nil
+	})
+	return s.next != nil, err
+}
