@@ -90,8 +90,9 @@ const deadLetterSource = "actions"
 const (
 	defaultConcurrency = 256
 	// handleTimeout bounds one message's work; it stays below the
-	// consumer's AckWait (30s) so a stuck call ends before redelivery.
-	handleTimeout = 25 * time.Second
+	// consumer's AckWait (10s, bus.ConsumerConfigs) so a stuck call ends
+	// before the message is redelivered.
+	handleTimeout = 8 * time.Second
 	// Retry backoff: 100ms doubling per delivery, at most 30s.
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
