@@ -545,6 +545,7 @@ func TestOperationalRoutes(t *testing.T) {
 		}
 	}
 	// Readiness follows the NATS connection.
+	e.natsClosed.Store(true)
 	e.nc.Close()
 	if a := do(t, c, "GET", s.URL+"/readyz"); a.status != http.StatusServiceUnavailable {
 		t.Fatalf("readyz with NATS closed: %d", a.status)
