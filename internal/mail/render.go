@@ -278,18 +278,27 @@ func (v *view) telehealth(a appt) (button string, notes []string, err error) {
 	return "Join the video appointment", []string{reuse, clickNote}, nil
 }
 
-func renderAppointmentConfirmed(v *view) (content, error) {
-	a, err := v.appointment()
-	if err != nil {
-		return content{}, err
+// appointmentMail is what the appointment emails that may carry the
+// video link share: the appointment's words, the button, the notes, and
+// "appointment" or "video appointment".
+func (v *view) appointmentMail() (a appt, button string, notes []string, kind string, err error) {
+	if a, err = v.appointment(); err != nil {
+		return a, "", nil, "", err
 	}
-	button, notes, err := v.telehealth(a)
-	if err != nil {
-		return content{}, err
+	if button, notes, err = v.telehealth(a); err != nil {
+		return a, "", nil, "", err
 	}
-	kind := "appointment"
+	kind = "appointment"
 	if a.tele {
 		kind = "video appointment"
+	}
+	return a, button, notes, kind, nil
+}
+
+func renderAppointmentConfirmed(v *view) (content, error) {
+	a, button, notes, kind, err := v.appointmentMail()
+	if err != nil {
+		return content{}, err
 	}
 	return content{
 		Subject:   "Appointment confirmed: " + a.short + a.with + " \u2013 " + v.practice,
@@ -301,17 +310,9 @@ func renderAppointmentConfirmed(v *view) (content, error) {
 }
 
 func renderAppointmentReminder(v *view) (content, error) {
-	a, err := v.appointment()
+	a, button, notes, kind, err := v.appointmentMail()
 	if err != nil {
 		return content{}, err
-	}
-	button, notes, err := v.telehealth(a)
-	if err != nil {
-		return content{}, err
-	}
-	kind := "appointment"
-	if a.tele {
-		kind = "video appointment"
 	}
 	return content{
 		Subject:   "Reminder: your appointment on " + a.short + a.with + " \u2013 " + v.practice,
@@ -323,11 +324,7 @@ func renderAppointmentReminder(v *view) (content, error) {
 }
 
 func renderAppointmentRescheduled(v *view) (content, error) {
-	a, err := v.appointment()
-	if err != nil {
-		return content{}, err
-	}
-	button, notes, err := v.telehealth(a)
+	a, button, notes, _, err := v.appointmentMail()
 	if err != nil {
 		return content{}, err
 	}
