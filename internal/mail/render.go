@@ -263,7 +263,7 @@ func (v *view) appointment() (appt, error) {
 func (v *view) telehealth(a appt) (button string, notes []string, err error) {
 	if v.cmd.LinkID == "" {
 		if a.tele {
-			return "", []string{"We will email you the link to join the video appointment."}, nil
+			return "", []string{"To join the video appointment, sign in to the client portal, or reply to this email to ask the practice for a link."}, nil
 		}
 		return "", []string{"This appointment is in person."}, nil
 	}
