@@ -1,0 +1,120 @@
+package devstack_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/linkpipe/linkpipe/internal/devstack"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// TestNewcomerFlowInBrowser is what the README promises a newcomer, in a
+// real headless Chromium against the real dev stack: the /dev page sends a
+// sign-in request, the email shows up in the inbox, its link opens the
+// confirm page, and confirming lands on the demo portal, which verifies the
+// ticket. Screenshots of each step go to /tmp/linkpipe-shots/newcomer-*.png.
+func TestNewcomerFlowInBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skip("chromium is not installed at " + chromiumPath + "; the browser test needs it (apt-get install chromium)")
+	}
+	st, err := devstack.Start(context.Background(), devstack.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(900, 900),
+	)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("chromium did not start: %v", err)
+	}
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil || len(png) < 1000 {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if os.MkdirAll("/tmp/linkpipe-shots", 0o755) == nil {
+			_ = os.WriteFile(filepath.Join("/tmp/linkpipe-shots", "newcomer-"+name+".png"), png, 0o644)
+		}
+	}
+
+	// 1. The dev page: fill in the form and send.
+	if err := chromedp.Do(ctx, chromedp.Navigate(st.URL+"/dev"), chromedp.WaitVisible(chromedp.CSS("#email"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#client"), "newcomer-1"),
+		chromedp.SetValue(chromedp.CSS("#name"), "Robin Newcomer"),
+		chromedp.SetValue(chromedp.CSS("#email"), "robin@example.com"),
+		chromedp.SetValue(chromedp.CSS("#return_to"), "/appointments"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	shot("1-dev")
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("form button"))); err != nil {
+		t.Fatal(err)
+	}
+
+	// 2. The inbox (it refreshes itself): wait for the email's "Open link".
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	if !strings.HasSuffix(loc, "/inbox") {
+		t.Fatalf("after sending: %s, want the inbox", loc)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("a.btn"))); err != nil {
+		t.Fatalf("no email in the inbox: %v", err)
+	}
+	row, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("table")))
+	if !strings.Contains(row, "robin@example.com") || !strings.Contains(row, "Demo Practice") {
+		t.Fatalf("inbox row %q", row)
+	}
+	shot("2-inbox")
+
+	// 3. The link: a confirm page that consumes nothing.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("a.btn"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("main form button"))); err != nil {
+		t.Fatal(err)
+	}
+	if h1, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("h1"))); !strings.Contains(strings.ToLower(h1), "sign in") {
+		t.Fatalf("confirm page heading %q", h1)
+	}
+	shot("3-confirm")
+
+	// 4. Confirm: the demo portal shows the verified ticket.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("main form button"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#verdict"))); err != nil {
+		t.Fatal(err)
+	}
+	loc, _ = chromedp.Run(ctx, chromedp.Location())
+	verdict, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#verdict")))
+	claims, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#claims")))
+	if !strings.HasPrefix(loc, st.URL+"/portal/appointments?ticket=") || !strings.Contains(verdict, "Ticket verified") ||
+		!strings.Contains(claims, `"sub": "newcomer-1"`) {
+		t.Fatalf("portal: %s %q %q", loc, verdict, claims)
+	}
+	shot("4-portal")
+}
