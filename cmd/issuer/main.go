@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer nc.Close()
 	setupCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = bus.Setup(setupCtx, js, bus.Options{Replicas: replicas})
+	err = bus.SetupWhenReady(setupCtx, js, bus.Options{Replicas: replicas}, log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)

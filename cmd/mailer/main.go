@@ -17,12 +17,10 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/bus"
@@ -108,8 +106,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer nc.Close()
 	replicas, _ := strconv.Atoi(vals.Get(config.Replicas)) // checked by config
-	if err := setup(ctx, js, bus.Options{Replicas: replicas}, log); err != nil {
-		return err
+	if err := bus.SetupWhenReady(ctx, js, bus.Options{Replicas: replicas}, log); err != nil {
+		return fmt.Errorf("mailer: %w", err)
 	}
 	dir, err := practice.Open(ctx, js, log)
 	if err != nil {
@@ -139,24 +137,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log.Info("mailer ready", "admin", srv.Addr(), "driver", driver)
 	fmt.Fprintf(stdout, "mailer ready admin=%s\n", srv.Addr())
 	return m.Run(ctx)
-}
-
-// setup creates the streams, waiting for NATS if it is not up yet.
-func setup(ctx context.Context, js jetstream.JetStream, opts bus.Options, log *slog.Logger) error {
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := bus.Setup(sctx, js, opts)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn("waiting for NATS", "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("mailer: %w", err)
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // sesOptions hands the AWS settings resolved from flags or the environment

@@ -74,18 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer nc.Close()
 	setupCtx, cancel := context.WithTimeout(ctx, setupWait)
 	defer cancel()
-	for {
-		err = bus.Setup(setupCtx, js, bus.Options{Replicas: replicas})
-		if err == nil || setupCtx.Err() != nil {
-			break
-		}
-		log.Warn("redeemer: waiting for NATS", "err", err)
-		select {
-		case <-setupCtx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	if err != nil {
+	if err = bus.SetupWhenReady(setupCtx, js, bus.Options{Replicas: replicas}, log); err != nil {
 		return fmt.Errorf("redeemer: %w", err)
 	}
 	dir, err := practice.Open(setupCtx, js, log)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -284,4 +285,24 @@ func PublishOnce(ctx context.Context, js jetstream.JetStream, subj, msgID string
 		return nil, fmt.Errorf("bus: publish %s: %w", subj, err)
 	}
 	return ack, nil
+}
+
+// SetupWhenReady runs Setup, retrying every second while NATS is not
+// reachable yet (workers may start before the server), until ctx ends.
+// Each failed attempt is logged at warn level.
+func SetupWhenReady(ctx context.Context, js jetstream.JetStream, o Options, log *slog.Logger) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := Setup(actx, js, o)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn("waiting for NATS", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }

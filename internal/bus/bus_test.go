@@ -3,6 +3,9 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,5 +90,36 @@ func TestMailSubjectKeepsOneMessage(t *testing.T) {
 	// Different msg id (as after the window): refused by the stream.
 	if _, err := bus.PublishOnce(ctx, js, bus.MailCommandPrefix+"m1", "b", []byte("x"), nil); !errors.Is(err, bus.ErrDuplicate) {
 		t.Fatalf("after window: got %v, want ErrDuplicate", err)
+	}
+}
+
+// Workers may start before NATS: SetupWhenReady waits for it.
+func TestSetupWhenReadyWaitsForTheServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	nc, js, err := bus.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- bus.SetupWhenReady(ctx, js, bus.Options{}, slog.New(slog.DiscardHandler)) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before any server existed: %v", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	bustest.StartIn(t, t.TempDir(), port)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, bus.StreamScopes); err != nil {
+		t.Fatal(err)
 	}
 }
