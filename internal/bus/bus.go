@@ -261,7 +261,9 @@ func PublishIfSeq(ctx context.Context, js jetstream.JetStream, subj string, data
 	ack, err := js.Publish(ctx, subj, data, jetstream.WithExpectLastSequencePerSubject(expected))
 	if err != nil {
 		if IsConflict(err) {
-			return 0, fmt.Errorf("%w: %s", ErrConflict, subj)
+			// Keep the server's error too: its code (10071, or 10164 on a
+			// replicated stream) tells which kind of conflict it was.
+			return 0, fmt.Errorf("%w: %s: %w", ErrConflict, subj, err)
 		}
 		return 0, fmt.Errorf("bus: publish %s: %w", subj, err)
 	}

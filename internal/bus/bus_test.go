@@ -123,3 +123,27 @@ func TestSetupWhenReadyWaitsForTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLastFromLeaderJSON(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	r := bus.NewReader(js, bus.StreamScopes)
+	var v map[string]int
+	if _, err := r.LastFromLeaderJSON(ctx, "scope.p.c.signin", &v); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("empty subject: %v", err)
+	}
+	for i := range 3 {
+		if _, err := bus.PublishIfSeq(ctx, js, "scope.p.c.signin", []byte(fmt.Sprintf(`{"n":%d}`, i)), uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq, err := r.LastFromLeaderJSON(ctx, "scope.p.c.signin", &v)
+	if err != nil || seq != 3 || v["n"] != 2 {
+		t.Fatalf("seq %d v %v err %v", seq, v, err)
+	}
+	dseq, err := r.LastJSON(ctx, "scope.p.c.signin", &v)
+	if err != nil || dseq != seq {
+		t.Fatalf("direct get disagrees: %d %v", dseq, err)
+	}
+}

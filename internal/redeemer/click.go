@@ -100,10 +100,23 @@ func (r *Redeemer) issuedOf(ctx context.Context, linkID string) (*events.LinkEve
 	return &ev, nil
 }
 
-// readState (re)reads the scope's state into c.
+// readState (re)reads the scope's state into c, from any replica: good
+// enough for a page, and for a compare-and-set, which refuses a stale read.
 func (r *Redeemer) readState(ctx context.Context, c *click) error {
+	return r.readStateFrom(ctx, c, r.scopes.LastJSON)
+}
+
+// readStateFromLeader reads the scope's state from the stream leader: a
+// multi-use (telehealth) redemption has no compare-and-set to catch a stale
+// follower read, and must see a cancel or revocation the moment it was
+// acknowledged.
+func (r *Redeemer) readStateFromLeader(ctx context.Context, c *click) error {
+	return r.readStateFrom(ctx, c, r.scopes.LastFromLeaderJSON)
+}
+
+func (r *Redeemer) readStateFrom(ctx context.Context, c *click, read func(context.Context, string, any) (uint64, error)) error {
 	var st link.State
-	seq, err := r.scopes.LastJSON(ctx, c.scope, &st)
+	seq, err := read(ctx, c.scope, &st)
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
 		c.state, c.seq = nil, 0
@@ -183,6 +196,14 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 		if err := r.readState(ctx, c); err != nil {
 			r.unavailable(w, req, req.Method, err)
 			return
+		}
+		if c.state != nil && !c.state.OneTime {
+			// A multi-use link is redeemed without a compare-and-set,
+			// so nothing would catch a stale follower read: ask the leader.
+			if err := r.readStateFromLeader(ctx, c); err != nil {
+				r.unavailable(w, req, req.Method, err)
+				return
+			}
 		}
 		now := r.clock.Now()
 		v := link.Evaluate(c.linkID, c.state, now)
