@@ -192,14 +192,17 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 		r.refuse(w, c, events.ReasonNotFound)
 		return
 	}
+	conflicted := false
 	for range casAttempts {
 		if err := r.readState(ctx, c); err != nil {
 			r.unavailable(w, req, req.Method, err)
 			return
 		}
-		if c.state != nil && !c.state.OneTime {
-			// A multi-use link is redeemed without a compare-and-set,
-			// so nothing would catch a stale follower read: ask the leader.
+		// A multi-use link is redeemed without a compare-and-set, so
+		// nothing would catch a stale follower read; and after a lost
+		// compare-and-set a follower may still lag behind the winner's
+		// write. In both cases ask the stream leader.
+		if conflicted || (c.state != nil && !c.state.OneTime) {
 			if err := r.readStateFromLeader(ctx, c); err != nil {
 				r.unavailable(w, req, req.Method, err)
 				return
@@ -237,6 +240,7 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 			if _, err := bus.PublishIfSeq(ctx, r.js, c.scope, data, c.seq); err != nil {
 				if errors.Is(err, bus.ErrConflict) {
 					r.m.conflicts.Inc()
+					conflicted = true
 					continue // someone else changed the scope: re-read, re-evaluate
 				}
 				r.unavailable(w, req, req.Method, err)
