@@ -1,0 +1,115 @@
+package history_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/devstack"
+	"github.com/linkpipe/linkpipe/internal/history"
+	"github.com/linkpipe/linkpipe/internal/link"
+)
+
+// Support's question, answered from the ledger of a real pipeline: a client
+// with a sign-in link, a document link and a telehealth appointment; the
+// appointment is canceled, then all the client's links are revoked.
+func TestExplainTellsWhyEachLinkFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	js := st.JetStream()
+	env := func(id string) events.Envelope { return events.Envelope{EventID: id, PracticeID: devstack.DemoPractice} }
+	client := events.Client{ID: "c-5", Email: "kim@example.com", Name: "Kim"}
+	starts := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+	ends := starts.Add(50 * time.Minute)
+	for _, a := range []events.Action{
+		&events.SigninRequested{Envelope: env("h-1"), Client: client},
+		&events.DocumentShared{Envelope: env("h-2"), Client: client, Document: events.Document{ID: "d-1", Title: "Plan"}, ShareID: "s-1"},
+		&events.AppointmentScheduled{Envelope: env("h-3"), Client: client, Appointment: events.Appointment{ID: "a-1",
+			StartsAt: &starts, EndsAt: &ends, Telehealth: true, Timezone: "UTC"}, Reminders: []string{}},
+	} {
+		if _, err := events.Publish(ctx, js, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	explain := func() string {
+		tl, err := history.Client(ctx, js, devstack.DemoPractice, client.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		tl.Print(&b, time.Now())
+		return b.String()
+	}
+	waitFor := func(what string, ok func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out := explain()
+			if ok(out) {
+				return out
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("explain never showed %s:\n%s", what, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	out := waitFor("three links sent", func(s string) bool { return strings.Count(s, " sent ") == 3 })
+	if strings.Count(out, ": works") != 3 {
+		t.Fatalf("all three links should work:\n%s", out)
+	}
+
+	if _, err := events.Publish(ctx, js, &events.AppointmentCanceled{Envelope: env("h-4"), Appointment: events.Appointment{ID: "a-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the cancellation", func(s string) bool { return strings.Contains(s, "refused (canceled)") })
+	if _, err := events.Publish(ctx, js, &events.ClientLinksRevoked{Envelope: env("h-5"), Client: events.Client{ID: client.ID}, Reason: "lost phone"}); err != nil {
+		t.Fatal(err)
+	}
+	out = waitFor("the revocation", func(s string) bool { return strings.Count(s, "refused (revoked)") == 2 })
+	for _, want := range []string{"scope:canceled", "scope:revoked", "revoked: lost phone", "c-5.signin", "c-5.doc.s-1", "c-5.appt.a-1",
+		"refused (canceled)", link.Explain(events.ReasonRevoked)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain lacks %q:\n%s", want, out)
+		}
+	}
+
+	t.Log("\n" + out)
+
+	// By link: the appointment's link and its scope's story.
+	var linkID string
+	for id, scope := range mustClient(t, ctx, st).Scopes {
+		if strings.HasSuffix(scope, ".appt.a-1") {
+			linkID = id
+		}
+	}
+	tl, err := history.Link(ctx, js, linkID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	tl.Print(&b, time.Now())
+	if !strings.Contains(b.String(), "scope:canceled") || strings.Contains(b.String(), "c-5.signin") {
+		t.Fatalf("explain --link:\n%s", b.String())
+	}
+	if _, err := history.Link(ctx, js, "Lnope"); err == nil || !strings.Contains(err.Error(), "was ever issued") {
+		t.Fatalf("unknown link: %v", err)
+	}
+}
+
+func mustClient(t *testing.T, ctx context.Context, st *devstack.Stack) *history.Timeline {
+	t.Helper()
+	tl, err := history.Client(ctx, st.JetStream(), devstack.DemoPractice, "c-5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
+}
