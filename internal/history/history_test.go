@@ -25,7 +25,9 @@ func TestExplainTellsWhyEachLinkFails(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	js := st.JetStream()
-	env := func(id string) events.Envelope { return events.Envelope{EventID: id, PracticeID: devstack.DemoPractice} }
+	env := func(id string) events.Envelope {
+		return events.Envelope{EventID: id, PracticeID: devstack.DemoPractice}
+	}
 	client := events.Client{ID: "c-5", Email: "kim@example.com", Name: "Kim"}
 	starts := time.Now().Add(48 * time.Hour).Truncate(time.Second)
 	ends := starts.Add(50 * time.Minute)
