@@ -171,7 +171,7 @@ func TestHelpAndBadSettingExitCodes(t *testing.T) {
 // exactly one link and one mail command.
 func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the crash test waits out the consumer's 30s AckWait; skipped with -short")
+		t.Skip("the crash test waits out the issuer consumer's 10s AckWait; skipped with -short")
 	}
 	srv := bustest.Start(t)
 	_, js := srv.Connect(t)
@@ -242,7 +242,7 @@ func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var info *jetstream.ConsumerInfo
-	deadline = time.Now().Add(90 * time.Second) // messages the first process held come back after AckWait (30s)
+	deadline = time.Now().Add(90 * time.Second) // messages the first process held come back after AckWait (10s)
 	for {
 		info, err = cons.Info(ctx)
 		if err != nil {
