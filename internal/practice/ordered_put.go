@@ -11,13 +11,6 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 )
 
-// seqRecord is record plus the ACTIONS stream sequence of the update that
-// wrote it. The extra field is ignored by readers that decode a record.
-type seqRecord struct {
-	record
-	ActionSeq uint64 `json:"action_seq,omitempty"`
-}
-
 // maxPutAttempts bounds the compare-and-set loop of PutIfNewer.
 const maxPutAttempts = 16
 
@@ -28,7 +21,7 @@ const maxPutAttempts = 16
 // the key's revision, so concurrent replicas cannot interleave. It reports
 // whether it wrote, and applies a written update locally at once.
 func (d *Directory) PutIfNewer(ctx context.Context, u *events.PracticeUpdated, seq uint64) (bool, error) {
-	r := seqRecord{record: record{Practice: u.Practice, Policy: u.Policy, EventID: u.EventID}, ActionSeq: seq}
+	r := record{Practice: u.Practice, Policy: u.Policy, EventID: u.EventID, ActionSeq: seq}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return false, fmt.Errorf("practice: encode: %w", err)
@@ -41,7 +34,7 @@ func (d *Directory) PutIfNewer(ctx context.Context, u *events.PracticeUpdated, s
 		case err != nil:
 			return false, fmt.Errorf("practice: get %s: %w", u.PracticeID, err)
 		default:
-			var stored seqRecord
+			var stored record
 			// An unreadable or sequence-less value (written by Put) is
 			// replaced.
 			if json.Unmarshal(cur.Value(), &stored) == nil && stored.ActionSeq >= seq {
@@ -51,9 +44,7 @@ func (d *Directory) PutIfNewer(ctx context.Context, u *events.PracticeUpdated, s
 		}
 		switch {
 		case err == nil:
-			d.mu.Lock()
-			d.settings[u.PracticeID] = fromRecord(u.PracticeID, r.record)
-			d.mu.Unlock()
+			d.set(u.PracticeID, r)
 			return true, nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			continue // another writer got there first: re-read

@@ -33,11 +33,13 @@ type Settings struct {
 	Known bool
 }
 
-// record is what the bucket holds: the action's own fields.
+// record is what the bucket holds: the action's own fields, and the ACTIONS
+// stream sequence of the update that wrote it (PutIfNewer; 0 from Put).
 type record struct {
-	Practice events.Practice `json:"practice"`
-	Policy   *events.Policy  `json:"policy,omitempty"`
-	EventID  string          `json:"event_id"`
+	Practice  events.Practice `json:"practice"`
+	Policy    *events.Policy  `json:"policy,omitempty"`
+	EventID   string          `json:"event_id"`
+	ActionSeq uint64          `json:"action_seq,omitempty"`
 }
 
 // Directory is a live, read-mostly copy of every practice's settings.
@@ -136,8 +138,13 @@ func (d *Directory) Put(ctx context.Context, u *events.PracticeUpdated) error {
 	if _, err := d.kv.Put(ctx, u.PracticeID, data); err != nil {
 		return fmt.Errorf("practice: put %s: %w", u.PracticeID, err)
 	}
-	d.mu.Lock()
-	d.settings[u.PracticeID] = fromRecord(u.PracticeID, r)
-	d.mu.Unlock()
+	d.set(u.PracticeID, r)
 	return nil
+}
+
+// set applies a stored record locally, before the watch delivers it.
+func (d *Directory) set(id string, r record) {
+	d.mu.Lock()
+	d.settings[id] = fromRecord(id, r)
+	d.mu.Unlock()
 }
