@@ -134,13 +134,6 @@ func Usage(out io.Writer, prog string, vars ...Var) {
 	}
 }
 
-// Optional returns v with Required off (the all-in-one dev mode generates
-// the secrets it needs).
-func Optional(v Var) Var {
-	v.Required = false
-	return v
-}
-
 func checkNATSURL(s string) error {
 	for _, part := range strings.Split(s, ",") {
 		u, err := url.Parse(strings.TrimSpace(part))
