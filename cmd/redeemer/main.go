@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -87,10 +86,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
 	}
-	cookieKey := sha256.Sum256(append([]byte("linkpipe/cookie/v1\x00"), seed...))
 	rd, err := redeemer.New(redeemer.Config{
 		JS: js, NC: nc, Practices: dir, Signer: signer,
-		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: cookieKey[:],
+		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: redeemer.CookieKeyFromSeed(seed),
 		Log: log, Metrics: admin.NewRegistry(),
 	})
 	if err != nil {

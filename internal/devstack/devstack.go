@@ -221,9 +221,8 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	cookieKey := sha256.Sum256(append([]byte("linkpipe/cookie/v1\x00"), seed...))
 	rd, err := redeemer.New(redeemer.Config{JS: st.js, NC: st.nc, Practices: st.dir, Signer: signer,
-		PublicURL: base, PortalURL: base + "/portal", CookieKey: cookieKey[:], Clock: cfg.Clock,
+		PublicURL: base, PortalURL: base + "/portal", CookieKey: redeemer.CookieKeyFromSeed(seed), Clock: cfg.Clock,
 		Log: cfg.Log.With("worker", "redeemer"), Metrics: reg})
 	if err != nil {
 		return st, err

@@ -96,3 +96,11 @@ func (r *Redeemer) setSession(w http.ResponseWriter, req *http.Request, linkID s
 		SameSite: http.SameSiteLaxMode,
 	})
 }
+
+// CookieKeyFromSeed derives the session-cookie key from the ticket key's
+// seed, so that every replica given the same LINKPIPE_TICKET_KEY accepts
+// the others' cookies without another secret to distribute.
+func CookieKeyFromSeed(seed []byte) []byte {
+	k := sha256.Sum256(append([]byte("linkpipe/cookie/v1\x00"), seed...))
+	return k[:]
+}
