@@ -280,9 +280,9 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 		}
 	}
 	if s.effects {
-		mailID := eventMailID(p, a.EventID, mail.KindAppointmentConfirmed)
+		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentConfirmed)
 		if ours {
-			mailID = linkID + "-" + mail.KindAppointmentConfirmed
+			mailID = mail.LinkMailID(linkID, mail.KindAppointmentConfirmed)
 		}
 		mint := ""
 		if ours {
@@ -338,7 +338,7 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *link.State,
 		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.MintEventID = st.LinkID, kid, st.Purpose, mintEventID
 		cmd.ValidFrom, cmd.ExpiresAt = st.ValidFrom, st.ExpiresAt
 	}
-	return i.queueCommand(ctx, cmd)
+	return mail.Queue(ctx, i.js, cmd)
 }
 
 // appointmentRescheduled handles actions.appointment.rescheduled: the same
@@ -399,7 +399,7 @@ func (i *Issuer) appointmentRescheduled(ctx context.Context, d *delivery) (resul
 		return result{outcome: s.outcome}, nil
 	}
 	if s.effects {
-		mailID := eventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
+		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
 		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
 			return result{}, err
 		}
@@ -466,7 +466,7 @@ func (i *Issuer) appointmentCanceled(ctx context.Context, d *delivery) (result, 
 		if err := i.dropReminders(ctx, p, apptID); err != nil {
 			return result{}, err
 		}
-		mailID := eventMailID(p, a.EventID, mail.KindAppointmentCanceled)
+		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentCanceled)
 		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentCanceled, mailID, "", now); err != nil {
 			return result{}, err
 		}
@@ -518,7 +518,7 @@ func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, 
 		log.Info("reminder not sent: "+why, keyOutcome, outcome)
 		return result{outcome: outcome, linkID: st.LinkID}, nil
 	}
-	mailID := eventMailID(p, a.EventID, mail.KindAppointmentReminder)
+	mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentReminder)
 	if err := i.queueApptMail(ctx, d, st, mail.KindAppointmentReminder, mailID, "", now); err != nil {
 		return result{}, err
 	}

@@ -259,11 +259,7 @@ func (i *Issuer) publishIssued(ctx context.Context, d *delivery, sp linkSpec, li
 	if sp.document != nil {
 		ev.DocumentID = sp.document.ID
 	}
-	data, err := json.Marshal(&ev)
-	if err != nil {
-		return fmt.Errorf("issuer: encode issued event: %w", err)
-	}
-	if _, err := bus.PublishOnce(ctx, i.js, ev.Subject(), ev.EventID, data, nil); err != nil {
+	if err := bus.PublishEvent(ctx, i.js, &ev); err != nil {
 		return fmt.Errorf("issuer: publish issued event: %w", err)
 	}
 	return nil
@@ -273,26 +269,11 @@ func (i *Issuer) publishIssued(ctx context.Context, d *delivery, sp linkSpec, li
 // command names the key id and action, never the token.
 func (i *Issuer) queueMail(ctx context.Context, d *delivery, sp linkSpec, kid, linkID string, w window) error {
 	cmd := mail.Command{
-		MailID: linkID + "-" + sp.mailKind, Kind: sp.mailKind,
+		MailID: mail.LinkMailID(linkID, sp.mailKind), Kind: sp.mailKind,
 		PracticeID: d.env.PracticeID, To: sp.client, LinkID: linkID,
 		Kid: kid, Purpose: sp.purpose, MintEventID: d.env.EventID,
 		ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Document: sp.document,
 		CauseEventID: d.env.EventID, At: w.at,
 	}
-	return i.queueCommand(ctx, &cmd)
-}
-
-// queueCommand queues cmd as mail.cmd.<mail_id> once (Nats-Msg-Id the mail
-// id; MAIL refuses a second message on the subject, which is fine: it is
-// already queued).
-func (i *Issuer) queueCommand(ctx context.Context, cmd *mail.Command) error {
-	data, err := json.Marshal(cmd)
-	if err != nil {
-		return fmt.Errorf("issuer: encode mail command: %w", err)
-	}
-	_, err = bus.PublishOnce(ctx, i.js, bus.MailCommandPrefix+cmd.MailID, cmd.MailID, data, nil)
-	if err != nil && !errors.Is(err, bus.ErrDuplicate) {
-		return fmt.Errorf("issuer: queue mail: %w", err)
-	}
-	return nil
+	return mail.Queue(ctx, i.js, &cmd)
 }

@@ -2,8 +2,6 @@ package issuer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -132,15 +130,6 @@ func (c *streamCache) get(ctx context.Context, name string) (jetstream.Stream, e
 	}
 	c.m[name] = s
 	return s, nil
-}
-
-// eventMailID is the mail id of an email an action causes: a hash of the
-// practice and event ids (each may be 64 characters) followed by the kind,
-// so it is unique per action and kind, stable across redeliveries and
-// re-publishes, and says what it is.
-func eventMailID(practiceID, eventID, kind string) string {
-	sum := sha256.Sum256([]byte("linkpipe/mail/v1\x00" + practiceID + "\x00" + eventID))
-	return "M" + base64.RawURLEncoding.EncodeToString(sum[:18]) + "-" + kind
 }
 
 // mintID returns the link id the action's event id mints for purpose.

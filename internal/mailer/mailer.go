@@ -553,11 +553,7 @@ func (m *Mailer) event(cmd *mail.Command, typ string, at time.Time) *events.Link
 }
 
 func (m *Mailer) publishEvent(ctx context.Context, ev *events.LinkEvent) error {
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("mailer: encode %s: %w", ev.Subject(), err)
-	}
-	if _, err := bus.PublishOnce(ctx, m.cfg.JS, ev.Subject(), ev.EventID, data, nil); err != nil {
+	if err := bus.PublishEvent(ctx, m.cfg.JS, ev); err != nil {
 		return fmt.Errorf("mailer: %w", err)
 	}
 	return nil

@@ -345,11 +345,7 @@ func (r *Redeemer) publishClick(ctx context.Context, c *click, typ, reason strin
 		PracticeID: c.issued.PracticeID, ClientID: c.issued.ClientID, Purpose: c.issued.Purpose,
 		At: now, Reason: reason, UserAgent: strings.ToValidUTF8(ua, ""), Scanner: looksLikeScanner(req),
 	}
-	data, err := json.Marshal(&ev)
-	if err == nil {
-		_, err = bus.PublishOnce(ctx, r.js, ev.Subject(), ev.EventID, data, nil)
-	}
-	if err != nil {
+	if err := bus.PublishEvent(ctx, r.js, &ev); err != nil {
 		r.log.Warn("redeemer: click event not published", keyLinkID, c.linkID, keySubject, ev.Subject(), keyErr, err)
 	}
 }

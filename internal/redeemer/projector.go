@@ -68,11 +68,7 @@ func (r *Redeemer) project(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
-	data, err := json.Marshal(ev)
-	if err == nil {
-		_, err = bus.PublishOnce(ctx, r.js, ev.Subject(), ev.EventID, data, nil)
-	}
-	if err != nil {
+	if err := bus.PublishEvent(ctx, r.js, ev); err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("redeemer: projector publish", keySubject, ev.Subject(), keySeq, md.Sequence.Stream, keyErr, err)
 		}

@@ -26,13 +26,10 @@ const (
 	renewFailed        = "failed"
 )
 
-// Prefixes of the ids a renewal makes: the renewal's own id (the RENEWALS
-// message's Nats-Msg-Id and the cause of what it sends) and the infix of
-// the mail id of a re-mailed appointment link ("<link id>-renew-<random>").
-const (
-	renewIDPrefix  = "renew-"
-	renewMailInfix = "-renew-"
-)
+// renewIDPrefix prefixes a renewal's own id (the RENEWALS message's
+// Nats-Msg-Id and the cause of what it sends); a re-mailed appointment
+// link's mail id is mail.RenewalMailID.
+const renewIDPrefix = "renew-"
 
 // renewal is the message on renewal.<practice>.<client> that counts one
 // renewal against the client's limit (the RENEWALS stream keeps at most
@@ -124,11 +121,7 @@ func (r *Redeemer) renew(ctx context.Context, req *http.Request) string {
 	}
 
 	if cmd != nil {
-		data, err := json.Marshal(cmd)
-		if err == nil {
-			_, err = bus.PublishOnce(ctx, r.js, bus.MailCommandPrefix+cmd.MailID, cmd.MailID, data, nil)
-		}
-		if err != nil {
+		if err := mail.Queue(ctx, r.js, cmd); err != nil {
 			log.Error("redeemer: appointment link not re-mailed", keyMailID, cmd.MailID, keyErr, err)
 			return renewFailed
 		}
@@ -242,7 +235,7 @@ func (r *Redeemer) currentAppointmentMail(ctx context.Context, c *click, rid str
 	}
 	appt := *st.Appointment
 	cmd := &mail.Command{
-		MailID: st.LinkID + renewMailInfix + rid, Kind: mail.KindAppointmentReminder,
+		MailID: mail.RenewalMailID(st.LinkID, rid), Kind: mail.KindAppointmentReminder,
 		PracticeID: cur.PracticeID, To: to,
 		LinkID: st.LinkID, Kid: kid, Purpose: events.PurposeTelehealth, MintEventID: cur.CauseEventID,
 		ValidFrom: st.ValidFrom, ExpiresAt: st.ExpiresAt, Appointment: &appt,
