@@ -25,6 +25,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // childEnv makes the test binary run main() instead of the tests: the
@@ -259,7 +260,7 @@ func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 
 	mails := subjects(mailR, bus.MailCommandPrefix+">")
 	issued := subjects(linksR, "links.*.issued")
-	scopes := subjects(scopesR, link.ScopeAll)
+	scopes := subjects(scopesR, scope.All)
 	if len(mails) != n || len(issued) != n || len(scopes) != n {
 		t.Errorf("%d mail commands, %d issued links, %d scopes; want %d of each", len(mails), len(issued), len(scopes), n)
 	}
@@ -287,13 +288,13 @@ func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 			t.Errorf("%s: issued event: %v", clientID, err)
 			continue
 		}
-		scope := link.ScopeOf(&ev)
-		if other, dup := seenScope[scope]; dup {
-			t.Errorf("scope %s has two issued links: %s and %s", scope, other, linkID)
+		subject := scope.OfLink(&ev)
+		if other, dup := seenScope[subject]; dup {
+			t.Errorf("scope %s has two issued links: %s and %s", subject, other, linkID)
 		}
-		seenScope[scope] = linkID
-		var st link.State
-		if _, err := scopesR.LastJSON(ctx, scope, &st); err != nil || st.LinkID != linkID {
+		seenScope[subject] = linkID
+		var st scope.State
+		if _, err := scopesR.LastJSON(ctx, subject, &st); err != nil || st.LinkID != linkID {
 			t.Errorf("%s: scope link %q (%v), want %s", clientID, st.LinkID, err, linkID)
 		}
 		var cmd mail.Command

@@ -1,7 +1,7 @@
 // Package bus owns linkpipe's use of NATS JetStream: the streams, consumers
 // and key-value bucket every worker relies on (created idempotently by
-// whichever worker starts first), the conditional publish that linearizes
-// changes to a scope, last-message reads, dead letters, and an embedded
+// whichever worker starts first), publishing once (Nats-Msg-Id) and
+// lifecycle events, last-message reads, dead letters, and an embedded
 // nats-server for the all-in-one dev mode and for tests.
 package bus
 
@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/link"
 )
 
 // Stream, consumer and bucket names. ACTIONS and LINKS are the public
@@ -38,6 +37,9 @@ const (
 
 // Subjects of linkpipe's own streams.
 const (
+	// ScopeSubjects is the SCOPES stream's subject filter; package scope
+	// owns the subjects under it (scope.All is the same filter).
+	ScopeSubjects = "scope.>"
 	// MailCommandPrefix + mail id carries a mail command; the MAIL stream
 	// keeps at most one message per subject and refuses a second, so a mail
 	// id can be queued once, however often its action is replayed.
@@ -76,9 +78,6 @@ var ActionSubjects = []string{
 
 // Sentinel errors.
 var (
-	// ErrConflict: a conditional publish lost: the subject changed since it
-	// was read (JetStream error 10071, or 10164 on replicated streams).
-	ErrConflict = errors.New("bus: conditional publish conflict")
 	// ErrNotFound: the subject has no message.
 	ErrNotFound = errors.New("bus: no message on subject")
 	// ErrDuplicate: the stream refused a second message on a subject that
@@ -142,7 +141,7 @@ func StreamConfigs(o Options) []jetstream.StreamConfig {
 			Replicas: o.Replicas, AllowDirect: true, DenyDelete: true, DenyPurge: true,
 		},
 		{
-			Name: StreamScopes, Subjects: []string{link.ScopeAll},
+			Name: StreamScopes, Subjects: []string{ScopeSubjects},
 			Retention: jetstream.LimitsPolicy, MaxMsgsPerSubject: 100,
 			Duplicates: o.Duplicates, Replicas: o.Replicas, AllowDirect: true,
 			DenyDelete: true, DenyPurge: true,
@@ -181,7 +180,7 @@ func ConsumerConfigs() map[string]jetstream.ConsumerConfig {
 			MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverAllPolicy,
 		},
 		StreamScopes: {
-			Durable: ConsumerProjector, FilterSubject: link.ScopeAll,
+			Durable: ConsumerProjector, FilterSubject: ScopeSubjects,
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
 			MaxAckPending: 4096, DeliverPolicy: jetstream.DeliverAllPolicy,
 		},
@@ -229,19 +228,6 @@ func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
-// IsConflict reports whether err is a lost conditional publish.
-func IsConflict(err error) bool {
-	if errors.Is(err, ErrConflict) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-	}
-	return false
-}
-
 // isPerSubjectFull reports the DiscardNewPerSubject refusal
 // (JSStreamStoreFailedF "maximum messages per subject exceeded", 10077).
 func isPerSubjectFull(err error) bool {
@@ -250,24 +236,6 @@ func isPerSubjectFull(err error) bool {
 		return apiErr.ErrorCode == 10077
 	}
 	return false
-}
-
-// PublishIfSeq publishes data to subj only if the subject's last sequence is
-// still expected (0: the subject must be empty). It returns the new sequence,
-// or ErrConflict if another writer got there first. It never sets a
-// Nats-Msg-Id: on a replicated stream de-duplication runs before the check
-// and would make the loser see success.
-func PublishIfSeq(ctx context.Context, js jetstream.JetStream, subj string, data []byte, expected uint64) (uint64, error) {
-	ack, err := js.Publish(ctx, subj, data, jetstream.WithExpectLastSequencePerSubject(expected))
-	if err != nil {
-		if IsConflict(err) {
-			// Keep the server's error too: its code (10071, or 10164 on a
-			// replicated stream) tells which kind of conflict it was.
-			return 0, fmt.Errorf("%w: %s: %w", ErrConflict, subj, err)
-		}
-		return 0, fmt.Errorf("bus: publish %s: %w", subj, err)
-	}
-	return ack.Sequence, nil
 }
 
 // PublishOnce publishes data to subj with a Nats-Msg-Id (dedupe within the

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,47 +30,6 @@ func TestSetupIsIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func TestPublishIfSeqExactlyOneWinner(t *testing.T) {
-	srv := bustest.Start(t)
-	_, js := srv.Connect(t)
-	ctx := context.Background()
-	subj := "scope.p.c.signin"
-	seq, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{"v":0}`), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{}`), 0); !errors.Is(err, bus.ErrConflict) {
-		t.Fatalf("second create: got %v, want ErrConflict", err)
-	}
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := bus.PublishIfSeq(ctx, js, subj, []byte(`{"v":1}`), seq)
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case !errors.Is(err, bus.ErrConflict):
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d winners, want 1", wins.Load())
-	}
-	r := bus.NewReader(js, bus.StreamScopes)
-	if _, err := r.Last(ctx, "scope.p.c.none"); !errors.Is(err, bus.ErrNotFound) {
-		t.Fatalf("missing subject: %v", err)
-	}
-	subs, err := r.Subjects(ctx, "scope.p.c.>")
-	if err != nil || subs[subj] != 2 {
-		t.Fatalf("subjects: %v %v", subs, err)
 	}
 }
 
@@ -134,7 +92,7 @@ func TestLastFromLeaderJSON(t *testing.T) {
 		t.Fatalf("empty subject: %v", err)
 	}
 	for i := range 3 {
-		if _, err := bus.PublishIfSeq(ctx, js, "scope.p.c.signin", []byte(fmt.Sprintf(`{"n":%d}`, i)), uint64(i)); err != nil {
+		if _, err := js.Publish(ctx, "scope.p.c.signin", []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
 			t.Fatal(err)
 		}
 	}

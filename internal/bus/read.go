@@ -27,7 +27,8 @@ func NewReader(js jetstream.JetStream, stream string) *Reader {
 	return &Reader{js: js, stream: stream}
 }
 
-func (r *Reader) handle(ctx context.Context) (jetstream.Stream, error) {
+// Stream returns the stream's handle (looked up once).
+func (r *Reader) Stream(ctx context.Context) (jetstream.Stream, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.s != nil {
@@ -43,7 +44,7 @@ func (r *Reader) handle(ctx context.Context) (jetstream.Stream, error) {
 
 // Last returns the last message on subj, or ErrNotFound.
 func (r *Reader) Last(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
-	s, err := r.handle(ctx)
+	s, err := r.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +73,7 @@ func (r *Reader) LastJSON(ctx context.Context, subj string, v any) (uint64, erro
 // Subjects lists the subjects of the stream matching filter (wildcards
 // allowed) with their message counts.
 func (r *Reader) Subjects(ctx context.Context, filter string) (map[string]uint64, error) {
-	s, err := r.handle(ctx)
+	s, err := r.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Entry is one line of a timeline.
@@ -35,7 +35,7 @@ type Entry struct {
 type Timeline struct {
 	Entries []Entry
 	// Current is each scope's state now, by scope subject.
-	Current map[string]link.State
+	Current map[string]scope.State
 	// Scopes maps each link of the timeline to its scope subject.
 	Scopes map[string]string
 }
@@ -75,14 +75,14 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 	if !events.ValidID(practiceID) || !events.ValidID(clientID) {
 		return nil, errors.New("history: practice and client must be ids ([A-Za-z0-9_-]{1,64})")
 	}
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, link.ClientScopes(practiceID, clientID))
+	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, scope.ClientFilter(practiceID, clientID))
 	if err != nil {
 		return nil, err
 	}
-	tl := &Timeline{Current: map[string]link.State{}, Scopes: map[string]string{}}
+	tl := &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{}}
 	linkIDs := map[string]bool{}
 	for _, m := range scopeMsgs {
-		var st link.State
+		var st scope.State
 		if err := json.Unmarshal(m.Data(), &st); err != nil {
 			continue
 		}
@@ -107,7 +107,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 	if !events.ValidID(linkID) {
 		return nil, errors.New("history: link must be an id ([A-Za-z0-9_-]{1,64})")
 	}
-	tl := &Timeline{Current: map[string]link.State{}, Scopes: map[string]string{}}
+	tl := &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{}}
 	var issued events.LinkEvent
 	if _, err := bus.NewReader(js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &issued); err != nil {
 		if errors.Is(err, bus.ErrNotFound) {
@@ -115,14 +115,14 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 		}
 		return nil, err
 	}
-	scope := link.ScopeOf(&issued)
-	tl.Scopes[linkID] = scope
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, scope)
+	subject := scope.OfLink(&issued)
+	tl.Scopes[linkID] = subject
+	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, subject)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range scopeMsgs {
-		var st link.State
+		var st scope.State
 		if json.Unmarshal(m.Data(), &st) == nil {
 			tl.Current[m.Subject()] = st
 			tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
@@ -154,17 +154,17 @@ func (tl *Timeline) sort() {
 	sort.SliceStable(tl.Entries, func(i, j int) bool { return tl.Entries[i].At.Before(tl.Entries[j].At) })
 }
 
-func scopeEntry(subject string, st link.State) Entry {
-	d := []string{"scope " + strings.TrimPrefix(subject, link.ScopePrefix)}
+func scopeEntry(subject string, st scope.State) Entry {
+	d := []string{"scope " + strings.TrimPrefix(subject, scope.Prefix)}
 	switch st.Change {
-	case link.ChangeIssued:
+	case scope.ChangeIssued:
 		d = append(d, fmt.Sprintf("now current, valid %s to %s", st.ValidFrom.Format(time.RFC3339), st.ExpiresAt.Format(time.RFC3339)))
 		if st.Supersedes != "" {
 			d = append(d, "supersedes "+st.Supersedes)
 		}
-	case link.ChangeRevoked:
+	case scope.ChangeRevoked:
 		d = append(d, "revoked: "+st.RevokedReason)
-	case link.ChangeRescheduled:
+	case scope.ChangeRescheduled:
 		d = append(d, "window moved to end "+st.ExpiresAt.Format(time.RFC3339))
 	}
 	if st.EventID != "" {
@@ -196,7 +196,7 @@ func eventDetail(ev *events.LinkEvent) string {
 		}
 		d = append(d, kind+" failure: "+ev.Reason)
 	case events.TypeExpired:
-		d = append(d, "click refused: "+ev.Reason+" — "+link.Explain(ev.Reason))
+		d = append(d, "click refused: "+ev.Reason+" — "+scope.Explain(ev.Reason))
 	case events.TypeTouched:
 		if ev.Scanner {
 			d = append(d, "opened by what looks like an email security scanner")
@@ -233,19 +233,19 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 		return ids[i] < ids[j]
 	})
 	for _, id := range ids {
-		scope := tl.Scopes[id]
-		st, ok := tl.Current[scope]
+		subject := tl.Scopes[id]
+		st, ok := tl.Current[subject]
 		var verdict string
-		switch v := link.Evaluate(id, &st, now); {
+		switch v := st.Verdict(id, now); {
 		case !ok:
 			verdict = "no state on record"
 		case v.OK:
 			verdict = "works"
 		case v.Reason == events.ReasonSuperseded:
-			verdict = "refused (superseded by " + st.LinkID + "): " + link.Explain(v.Reason)
+			verdict = "refused (superseded by " + st.LinkID + "): " + scope.Explain(v.Reason)
 		default:
-			verdict = "refused (" + v.Reason + "): " + link.Explain(v.Reason)
+			verdict = "refused (" + v.Reason + "): " + scope.Explain(v.Reason)
 		}
-		fmt.Fprintf(w, "  %s %s: %s\n", strings.TrimPrefix(scope, link.ScopePrefix), id, verdict)
+		fmt.Fprintf(w, "  %s %s: %s\n", strings.TrimPrefix(subject, scope.Prefix), id, verdict)
 	}
 }

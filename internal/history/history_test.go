@@ -10,7 +10,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/devstack"
 	"github.com/linkpipe/linkpipe/internal/history"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Support's question, answered from the ledger of a real pipeline: a client
@@ -78,7 +78,7 @@ func TestExplainTellsWhyEachLinkFails(t *testing.T) {
 	}
 	out = waitFor("the revocation", func(s string) bool { return strings.Count(s, "refused (revoked)") == 2 })
 	for _, want := range []string{"scope:canceled", "scope:revoked", "revoked: lost phone", "c-5.signin", "c-5.doc.s-1", "c-5.appt.a-1",
-		"refused (canceled)", link.Explain(events.ReasonRevoked)} {
+		"refused (canceled)", scope.Explain(events.ReasonRevoked)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain lacks %q:\n%s", want, out)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Appointment scopes.
@@ -45,91 +46,36 @@ const purposeAppointment = "appointment"
 // it is dead-lettered.
 const unknownApptDeliveries = 5
 
-// ordering places an appointment action relative to its scope's state.
-type ordering int
-
-const (
-	ordNew    ordering = iota // not applied yet: apply it
-	ordLatest                 // it wrote the current state (a redelivery): finish its side effects
-	ordDone                   // applied, and newer changes followed: nothing to do
-	ordOlder                  // a newer appointment action was applied first
-)
-
-// order places d, whose state change is change, relative to cur.
-func (i *Issuer) order(ctx context.Context, d *delivery, cur *scope, change string, h *history) (ordering, error) {
-	st := &cur.st
-	switch {
-	case !cur.found:
-		return ordNew, nil
-	case st.EventID == d.env.EventID && st.Change == change:
-		return ordLatest, nil
-	case st.ChangeSeq > d.seq:
-		return ordOlder, nil
-	case st.ChangeSeq == d.seq:
-		// This very message applied it; a revocation followed.
-		return ordDone, nil
-	}
-	applied, err := i.wroteBefore(ctx, cur.subject, d.env.EventID, change, h)
-	if err != nil {
-		return 0, err
-	}
-	if applied {
-		return ordDone, nil
-	}
-	return ordNew, nil
-}
-
-// apptFilter matches the scope of an appointment whatever its client.
-func apptFilter(practiceID, apptID string) string {
-	return link.ScopePrefix + practiceID + ".*.appt." + apptID
-}
-
-// clientOf returns the client id of a scope subject.
-func clientOf(scopeSubject string) string {
-	parts := strings.Split(scopeSubject, ".")
-	if len(parts) < 3 {
-		return ""
-	}
-	return parts[2]
-}
-
 // locateAppointment returns the scope subject of an appointment, found by
 // listing SCOPES subjects scope.<practice>.*.appt.<appointment>.
 func (i *Issuer) locateAppointment(ctx context.Context, d *delivery, apptID string) (string, error) {
 	p := d.env.PracticeID
-	subs, err := i.scopes.Subjects(ctx, apptFilter(p, apptID))
+	subs, err := i.scopes.ListAppointment(ctx, p, apptID)
 	if err != nil {
 		return "", fmt.Errorf("issuer: find appointment: %w", err)
 	}
 	switch len(subs) {
 	case 1:
-		for s := range subs {
-			return s, nil
-		}
+		return subs[0], nil
 	case 0:
 		err := fmt.Errorf("%w: practice %s has no appointment %s (no scope %s): it was never scheduled, or its scheduled action was refused",
-			ErrUnknownAppointment, p, apptID, apptFilter(p, apptID))
+			ErrUnknownAppointment, p, apptID, scope.AppointmentFilter(p, apptID))
 		if d.delivered < unknownApptDeliveries {
 			return "", fmt.Errorf("issuer: %w; retrying in case its scheduled action is being handled", err)
 		}
 		return "", poison(err)
 	}
-	held := make([]string, 0, len(subs))
-	for s := range subs {
-		held = append(held, s)
-	}
-	slices.Sort(held)
 	return "", poison(fmt.Errorf("%w: appointment %s of practice %s is held by several clients' scopes: %s",
-		ErrAppointmentClient, apptID, p, strings.Join(held, ", ")))
+		ErrAppointmentClient, apptID, p, strings.Join(subs, ", ")))
 }
 
 // checkOwner refuses an appointment id that another client's scope holds.
 func (i *Issuer) checkOwner(ctx context.Context, practiceID, apptID, subject string) error {
-	subs, err := i.scopes.Subjects(ctx, apptFilter(practiceID, apptID))
+	subs, err := i.scopes.ListAppointment(ctx, practiceID, apptID)
 	if err != nil {
 		return fmt.Errorf("issuer: find appointment: %w", err)
 	}
-	for s := range subs {
+	for _, s := range subs {
 		if s != subject {
 			return poison(fmt.Errorf("%w: appointment %s of practice %s is client %s's (scope %s); cancel it and schedule the new client's appointment under a new id",
 				ErrAppointmentClient, apptID, practiceID, clientOf(s), s))
@@ -206,7 +152,7 @@ func clonedAppt(a events.Appointment) *events.Appointment {
 func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result, error) {
 	a := d.action.(*events.AppointmentScheduled)
 	p, apptID := a.PracticeID, a.Appointment.ID
-	subject := link.AppointmentScope(p, a.Client.ID, apptID)
+	subject := scope.Appointment(p, a.Client.ID, apptID)
 	log := d.log.With(keyAppt, apptID, keyClientID, a.Client.ID)
 	if err := i.checkOwner(ctx, p, apptID, subject); err != nil {
 		return result{}, err
@@ -224,9 +170,9 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 	reminders := reminderOffsets(a, pol)
 	expires := a.Appointment.EndsAt.Add(pol.TelehealthGrace)
 	client := a.Client
-	book := func(prev *link.State) *link.State {
-		st := &link.State{
-			Change: link.ChangeIssued, Purpose: purposeAppointment, ValidFrom: now, ExpiresAt: expires,
+	book := func(prev *scope.State) *scope.State {
+		st := &scope.State{
+			Change: scope.ChangeIssued, Purpose: purposeAppointment, ValidFrom: now, ExpiresAt: expires,
 			EventID: a.EventID, ActionSeq: d.seq, ChangeSeq: d.seq, At: now,
 			Appointment: clonedAppt(a.Appointment), Client: &client, Reminders: reminders,
 		}
@@ -239,8 +185,8 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 		return st
 	}
 	var h history
-	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
-		ord, err := i.order(ctx, d, cur, link.ChangeIssued, &h)
+	cur, s, err := i.mutate(ctx, subject, func(cur *scope.Entry) (step, error) {
+		ord, err := i.order(ctx, d, cur, scope.ChangeIssued, &h)
 		if err != nil {
 			return step{}, err
 		}
@@ -252,17 +198,17 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 		case ordOlder:
 			return step{outcome: outcomeStale}, nil
 		}
-		if !cur.found {
+		if !cur.Found() {
 			return step{next: book(nil), outcome: outcomeIssued, effects: true}, nil
 		}
-		prev := cur.st
+		prev := cur.State
 		revokedLater := prev.RevokedAt != nil && prev.ActionSeq > d.seq
 		sameKind := (prev.Purpose == events.PurposeTelehealth) == a.Appointment.Telehealth
 		if !revokedLater && (prev.CanceledAt != nil || prev.RevokedAt != nil || !sameKind) {
 			return step{next: book(&prev), outcome: outcomeIssued, effects: true}, nil
 		}
 		st := prev
-		st.Change, st.ExpiresAt = link.ChangeIssued, expires
+		st.Change, st.ExpiresAt = scope.ChangeIssued, expires
 		st.Appointment, st.Client, st.Reminders = clonedAppt(a.Appointment), &client, reminders
 		st.EventID, st.ChangeSeq, st.At = a.EventID, d.seq, now
 		return step{next: &st, outcome: outcomeUpdated, effects: true}, nil
@@ -270,8 +216,8 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 	if err != nil {
 		return result{}, err
 	}
-	st := &cur.st
-	ours := linkID != "" && cur.found && st.LinkID == linkID
+	st := &cur.State
+	ours := linkID != "" && cur.Found() && st.LinkID == linkID
 	if ours {
 		// The link is issued once its issued event exists; published only
 		// after the scope holds it, and completed by any redelivery.
@@ -305,7 +251,7 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 
 // ensureApptIssued publishes the telehealth link's issued event unless it
 // exists.
-func (i *Issuer) ensureApptIssued(ctx context.Context, d *delivery, st *link.State, linkID, apptID string) error {
+func (i *Issuer) ensureApptIssued(ctx context.Context, d *delivery, st *scope.State, linkID, apptID string) error {
 	ev, err := i.readIssued(ctx, linkID)
 	if err != nil || ev != nil {
 		return err
@@ -322,7 +268,7 @@ func (i *Issuer) ensureApptIssued(ctx context.Context, d *delivery, st *link.Sta
 // the state's client, with its current appointment details, carrying the
 // current link if there is one that works (not revoked; a cancellation
 // email names the link for its lifecycle events but does not show it).
-func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *link.State, kind, mailID, mint string, now time.Time) error {
+func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *scope.State, kind, mailID, mint string, now time.Time) error {
 	if st.Client == nil || st.Appointment == nil {
 		return poison(fmt.Errorf("issuer: appointment scope state without client or appointment (event %s)", st.EventID))
 	}
@@ -341,6 +287,75 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *link.State,
 	return mail.Queue(ctx, i.js, cmd)
 }
 
+// apptChange is what one action that names only its appointment
+// (rescheduled, canceled) does to the appointment's scope.
+type apptChange struct {
+	// change is the scope.Change* the action writes.
+	change string
+	// verb names it in the log line ("rescheduled", "canceled").
+	verb string
+	// decide chooses the step on the scope's current state when the
+	// action is not already applied (ord is ordNew or ordOlder).
+	decide func(cur *scope.Entry, ord ordering, h *history) (step, error)
+	// effects sends the action's email and re-plans or drops reminders;
+	// it runs when the step says they are due.
+	effects func(ctx context.Context, cur *scope.Entry) error
+}
+
+// changeAppointment is the one skeleton of the appointment changes: locate
+// the appointment's scope, place the action relative to its state
+// (already applied: finish its side effects, or do nothing), let the
+// change decide and write conditionally, then run the side effects.
+func (i *Issuer) changeAppointment(ctx context.Context, d *delivery, apptID string, c apptChange) (result, error) {
+	log := d.log.With(keyAppt, apptID)
+	subject, err := i.locateAppointment(ctx, d, apptID)
+	if err != nil {
+		return result{}, err
+	}
+	var h history
+	cur, s, err := i.mutate(ctx, subject, func(cur *scope.Entry) (step, error) {
+		if !cur.Found() {
+			return step{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
+		}
+		ord, err := i.order(ctx, d, cur, c.change, &h)
+		if err != nil {
+			return step{}, err
+		}
+		switch ord {
+		case ordLatest:
+			return step{outcome: outcomeDuplicate, effects: true}, nil
+		case ordDone:
+			return step{outcome: outcomeDuplicate}, nil
+		}
+		return c.decide(cur, ord, &h)
+	})
+	if err != nil {
+		return result{}, err
+	}
+	log = log.With(keyClientID, clientOf(subject), keyLinkID, cur.State.LinkID)
+	if s.outcome == outcomeIgnoreCanceled {
+		log.Warn("appointment "+c.verb+" ignored: it is canceled", keyOutcome, s.outcome)
+		return result{outcome: s.outcome}, nil
+	}
+	if s.effects {
+		if err := c.effects(ctx, &cur); err != nil {
+			return result{}, err
+		}
+	}
+	log.Info("appointment "+c.verb, keyOutcome, s.outcome)
+	return result{outcome: s.outcome, linkID: cur.State.LinkID}, nil
+}
+
+// clientOf returns the client id of a scope subject ("" if it is not
+// one).
+func clientOf(subject string) string {
+	s, err := scope.Parse(subject)
+	if err != nil {
+		return ""
+	}
+	return s.Client
+}
+
 // appointmentRescheduled handles actions.appointment.rescheduled: the same
 // link (if any), its window moved to end at the new ends_at + the
 // practice's grace, effective at once (a link that had expired works again
@@ -352,63 +367,36 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *link.State,
 func (i *Issuer) appointmentRescheduled(ctx context.Context, d *delivery) (result, error) {
 	a := d.action.(*events.AppointmentRescheduled)
 	p, apptID := a.PracticeID, a.Appointment.ID
-	log := d.log.With(keyAppt, apptID)
-	subject, err := i.locateAppointment(ctx, d, apptID)
-	if err != nil {
-		return result{}, err
-	}
 	grace := i.practices.Get(p).Policy.TelehealthGrace
 	now := i.clock.Now()
-	var h history
-	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
-		if !cur.found {
-			return step{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
-		}
-		ord, err := i.order(ctx, d, cur, link.ChangeRescheduled, &h)
-		if err != nil {
-			return step{}, err
-		}
-		switch ord {
-		case ordLatest:
-			return step{outcome: outcomeDuplicate, effects: true}, nil
-		case ordDone:
-			return step{outcome: outcomeDuplicate}, nil
-		case ordOlder:
-			return step{outcome: outcomeStale}, nil
-		}
-		if cur.st.CanceledAt != nil {
-			return step{outcome: outcomeIgnoreCanceled}, nil
-		}
-		st := cur.st
-		appt := events.Appointment{ID: apptID}
-		if st.Appointment != nil {
-			appt = *st.Appointment
-		}
-		appt.StartsAt, appt.EndsAt = a.Appointment.StartsAt, a.Appointment.EndsAt
-		st.Change, st.Appointment = link.ChangeRescheduled, clonedAppt(appt)
-		st.ExpiresAt = a.Appointment.EndsAt.Add(grace)
-		st.EventID, st.ChangeSeq, st.At = a.EventID, d.seq, now
-		return step{next: &st, outcome: outcomeRescheduled, effects: true}, nil
+	return i.changeAppointment(ctx, d, apptID, apptChange{
+		change: scope.ChangeRescheduled, verb: "rescheduled",
+		decide: func(cur *scope.Entry, ord ordering, _ *history) (step, error) {
+			switch {
+			case ord == ordOlder:
+				return step{outcome: outcomeStale}, nil
+			case cur.State.CanceledAt != nil:
+				return step{outcome: outcomeIgnoreCanceled}, nil
+			}
+			st := cur.State
+			appt := events.Appointment{ID: apptID}
+			if st.Appointment != nil {
+				appt = *st.Appointment
+			}
+			appt.StartsAt, appt.EndsAt = a.Appointment.StartsAt, a.Appointment.EndsAt
+			st.Change, st.Appointment = scope.ChangeRescheduled, clonedAppt(appt)
+			st.ExpiresAt = a.Appointment.EndsAt.Add(grace)
+			st.EventID, st.ChangeSeq, st.At = a.EventID, d.seq, now
+			return step{next: &st, outcome: outcomeRescheduled, effects: true}, nil
+		},
+		effects: func(ctx context.Context, cur *scope.Entry) error {
+			mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
+			if err := i.queueApptMail(ctx, d, &cur.State, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
+				return err
+			}
+			return i.planReminders(ctx, p, apptID, cur.Subject)
+		},
 	})
-	if err != nil {
-		return result{}, err
-	}
-	log = log.With(keyClientID, clientOf(subject), keyLinkID, cur.st.LinkID)
-	if s.outcome == outcomeIgnoreCanceled {
-		log.Warn("reschedule of a canceled appointment ignored", keyOutcome, s.outcome)
-		return result{outcome: s.outcome}, nil
-	}
-	if s.effects {
-		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
-		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
-			return result{}, err
-		}
-		if err := i.planReminders(ctx, p, apptID, subject); err != nil {
-			return result{}, err
-		}
-	}
-	log.Info("appointment rescheduled", keyOutcome, s.outcome)
-	return result{outcome: s.outcome, linkID: cur.st.LinkID}, nil
 }
 
 // appointmentCanceled handles actions.appointment.canceled: the scope
@@ -421,58 +409,38 @@ func (i *Issuer) appointmentRescheduled(ctx context.Context, d *delivery) (resul
 func (i *Issuer) appointmentCanceled(ctx context.Context, d *delivery) (result, error) {
 	a := d.action.(*events.AppointmentCanceled)
 	p, apptID := a.PracticeID, a.Appointment.ID
-	log := d.log.With(keyAppt, apptID)
-	subject, err := i.locateAppointment(ctx, d, apptID)
-	if err != nil {
-		return result{}, err
-	}
 	now := i.clock.Now()
-	var h history
-	cur, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
-		if !cur.found {
-			return step{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
-		}
-		ord, err := i.order(ctx, d, cur, link.ChangeCanceled, &h)
-		if err != nil {
-			return step{}, err
-		}
-		switch {
-		case ord == ordLatest:
-			return step{outcome: outcomeDuplicate, effects: true}, nil
-		case ord == ordDone, cur.st.CanceledAt != nil:
-			return step{outcome: outcomeDuplicate}, nil
-		case ord == ordOlder:
-			applied, err := i.wroteBefore(ctx, subject, a.EventID, link.ChangeCanceled, &h)
-			if err != nil {
-				return step{}, err
-			}
-			if applied {
+	return i.changeAppointment(ctx, d, apptID, apptChange{
+		change: scope.ChangeCanceled, verb: "canceled",
+		decide: func(cur *scope.Entry, ord ordering, h *history) (step, error) {
+			if cur.State.CanceledAt != nil {
 				return step{outcome: outcomeDuplicate}, nil
 			}
-			if cur.st.Change == link.ChangeIssued {
-				return step{outcome: outcomeStale}, nil
+			if ord == ordOlder {
+				applied, err := i.wroteBefore(ctx, cur.Subject, a.EventID, scope.ChangeCanceled, h)
+				if err != nil {
+					return step{}, err
+				}
+				if applied {
+					return step{outcome: outcomeDuplicate}, nil
+				}
+				if cur.State.Change == scope.ChangeIssued {
+					return step{outcome: outcomeStale}, nil
+				}
 			}
-		}
-		st := cur.st
-		st.Change, st.CanceledAt = link.ChangeCanceled, &now
-		st.EventID, st.ChangeSeq, st.At = a.EventID, max(st.ChangeSeq, d.seq), now
-		return step{next: &st, outcome: outcomeCanceled, effects: true}, nil
+			st := cur.State
+			st.Change, st.CanceledAt = scope.ChangeCanceled, &now
+			st.EventID, st.ChangeSeq, st.At = a.EventID, max(st.ChangeSeq, d.seq), now
+			return step{next: &st, outcome: outcomeCanceled, effects: true}, nil
+		},
+		effects: func(ctx context.Context, cur *scope.Entry) error {
+			if err := i.dropReminders(ctx, p, apptID); err != nil {
+				return err
+			}
+			mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentCanceled)
+			return i.queueApptMail(ctx, d, &cur.State, mail.KindAppointmentCanceled, mailID, "", now)
+		},
 	})
-	if err != nil {
-		return result{}, err
-	}
-	log = log.With(keyClientID, clientOf(subject), keyLinkID, cur.st.LinkID)
-	if s.effects {
-		if err := i.dropReminders(ctx, p, apptID); err != nil {
-			return result{}, err
-		}
-		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentCanceled)
-		if err := i.queueApptMail(ctx, d, &cur.st, mail.KindAppointmentCanceled, mailID, "", now); err != nil {
-			return result{}, err
-		}
-	}
-	log.Info("appointment canceled", keyOutcome, s.outcome)
-	return result{outcome: s.outcome, linkID: cur.st.LinkID}, nil
 }
 
 // appointmentReminder handles actions.appointment.reminder, published by a
@@ -490,11 +458,11 @@ func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, 
 	if err != nil {
 		return result{}, err
 	}
-	cur, err := i.readScopeAt(ctx, subject)
+	cur, err := i.scopes.Get(ctx, subject)
 	if err != nil {
-		return result{}, err
+		return result{}, fmt.Errorf("issuer: %w", err)
 	}
-	st := &cur.st
+	st := &cur.State
 	now := i.clock.Now()
 	log = log.With(keyClientID, clientOf(subject), keyLinkID, st.LinkID)
 	var starts, ends *time.Time
@@ -503,7 +471,7 @@ func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, 
 	}
 	why, outcome := "", outcomeSkipped
 	switch {
-	case !cur.found:
+	case !cur.Found():
 		return result{}, poison(fmt.Errorf("%w: scope %s is empty", ErrUnknownAppointment, subject))
 	case st.CanceledAt != nil:
 		why = "the appointment was canceled"

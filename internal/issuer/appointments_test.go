@@ -12,6 +12,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store"
 )
 
@@ -26,10 +27,10 @@ func TestScheduledTelehealthIssuesOneMultiUseLink(t *testing.T) {
 	e.waitIdle()
 
 	linkID := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-ap1")
-	scope := link.AppointmentScope("acme", "cleo", "ap-1")
-	st, _ := e.scopeState(scope)
-	want := link.State{
-		Change: link.ChangeIssued, LinkID: linkID, Purpose: events.PurposeTelehealth, OneTime: false,
+	subject := scope.Appointment("acme", "cleo", "ap-1")
+	st, _ := e.scopeState(subject)
+	want := scope.State{
+		Change: scope.ChangeIssued, LinkID: linkID, Purpose: events.PurposeTelehealth, OneTime: false,
 		ValidFrom: tA, ExpiresAt: ends.Add(grace), EventID: "evt-ap1", ActionSeq: seq, ChangeSeq: seq, At: tA,
 		Reminders: []string{"72h", "24h"}, Appointment: &a.Appointment, Client: &a.Client, Kid: "k1",
 	}
@@ -42,20 +43,20 @@ func TestScheduledTelehealthIssuesOneMultiUseLink(t *testing.T) {
 	used.UsedAt = tp(tA.Add(time.Minute))
 	for _, c := range []struct {
 		at   time.Time
-		st   *link.State
+		st   *scope.State
 		want string
 	}{
 		{tA.Add(time.Minute), &st, ""}, {starts, &used, ""}, {ends.Add(grace - time.Second), &used, ""},
 		{ends.Add(grace), &st, events.ReasonExpired},
 	} {
-		if v := link.Evaluate(linkID, c.st, c.at); v.Reason != c.want {
+		if v := c.st.Verdict(linkID, c.at); v.Reason != c.want {
 			t.Errorf("at %s: %+v, want %q", c.at, v, c.want)
 		}
 	}
 
 	ev := e.issued(linkID)
 	if ev.Purpose != events.PurposeTelehealth || ev.AppointmentID != "ap-1" || ev.ClientID != "cleo" || ev.CauseEventID != "evt-ap1" ||
-		ev.Client == nil || *ev.Client != a.Client || !ev.ValidFrom.Equal(tA) || !ev.ExpiresAt.Equal(ends.Add(grace)) || link.ScopeOf(&ev) != scope {
+		ev.Client == nil || *ev.Client != a.Client || !ev.ValidFrom.Equal(tA) || !ev.ExpiresAt.Equal(ends.Add(grace)) || scope.OfLink(&ev) != subject {
 		t.Errorf("issued event: %+v", ev)
 	}
 
@@ -86,7 +87,7 @@ func TestScheduledTelehealthIssuesOneMultiUseLink(t *testing.T) {
 		if n := e.issuedCount(); n != 1 {
 			t.Errorf("%s: %d issued links, want 1", stage, n)
 		}
-		if n := e.scopeCount(scope); n != 1 {
+		if n := e.scopeCount(subject); n != 1 {
 			t.Errorf("%s: %d scope states, want 1", stage, n)
 		}
 		if n := len(e.schedules("ap-1")); n != 2 {
@@ -116,10 +117,10 @@ func TestScheduledInPersonHasNoLink(t *testing.T) {
 	seq := e.publish(a)
 	e.waitIdle()
 
-	scope := link.AppointmentScope("acme", "dina", "ap-ip")
-	st, _ := e.scopeState(scope)
-	want := link.State{
-		Change: link.ChangeIssued, Purpose: "appointment", ValidFrom: tA, ExpiresAt: starts.Add(apptLen + grace),
+	subject := scope.Appointment("acme", "dina", "ap-ip")
+	st, _ := e.scopeState(subject)
+	want := scope.State{
+		Change: scope.ChangeIssued, Purpose: "appointment", ValidFrom: tA, ExpiresAt: starts.Add(apptLen + grace),
 		EventID: "evt-ip1", ActionSeq: seq, ChangeSeq: seq, At: tA, Appointment: &a.Appointment, Client: &a.Client,
 	}
 	if !statesEqual(st, want) {
@@ -147,7 +148,7 @@ func TestScheduledInPersonHasNoLink(t *testing.T) {
 	}
 	e.publishRaw(events.SubjectAppointmentScheduled, "evt-ip1-again", e.marshal(a))
 	e.waitIdle()
-	if n, states := len(e.mailCmds("")), e.scopeCount(scope); n != 1 || states != 1 {
+	if n, states := len(e.mailCmds("")), e.scopeCount(subject); n != 1 || states != 1 {
 		t.Errorf("after a re-publish: %d mails, %d states; want 1, 1", n, states)
 	}
 }
@@ -158,7 +159,7 @@ func TestSecondScheduledKeepsTheLinkAndRebookingMintsANewOne(t *testing.T) {
 	seq1 := e.publish(scheduled("evt-s1", "eli", "ap-2", starts, true, nil))
 	e.waitIdle()
 	link1 := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-s1")
-	scope := link.AppointmentScope("acme", "eli", "ap-2")
+	subject := scope.Appointment("acme", "eli", "ap-2")
 
 	// The practice system sends the appointment again with a new time,
 	// clinician, address and reminders.
@@ -169,8 +170,8 @@ func TestSecondScheduledKeepsTheLinkAndRebookingMintsANewOne(t *testing.T) {
 	a2.Client.Email = "eli.new@example.com"
 	seq2 := e.publish(a2)
 	e.waitIdle()
-	st, _ := e.scopeState(scope)
-	if st.LinkID != link1 || st.Change != link.ChangeIssued || !st.ValidFrom.Equal(tA) || !st.ExpiresAt.Equal(starts2.Add(apptLen+grace)) ||
+	st, _ := e.scopeState(subject)
+	if st.LinkID != link1 || st.Change != scope.ChangeIssued || !st.ValidFrom.Equal(tA) || !st.ExpiresAt.Equal(starts2.Add(apptLen+grace)) ||
 		st.ActionSeq != seq1 || st.ChangeSeq != seq2 || st.EventID != "evt-s2" || st.Appointment.ClinicianName != "Dr. New" ||
 		st.Client.Email != "eli.new@example.com" || strings.Join(st.Reminders, ",") != "2h" || st.Supersedes != "" {
 		t.Errorf("updated scope: %+v", st)
@@ -191,7 +192,7 @@ func TestSecondScheduledKeepsTheLinkAndRebookingMintsANewOne(t *testing.T) {
 	if reason := e.deadLetters()[strconv.FormatUint(seq3, 10)]; !strings.Contains(reason, "appointment belongs to another client") || !strings.Contains(reason, "eli") {
 		t.Errorf("dead letter reason %q", reason)
 	}
-	if n := e.scopeCount(link.AppointmentScope("acme", "fay", "ap-2")); n != 0 {
+	if n := e.scopeCount(scope.Appointment("acme", "fay", "ap-2")); n != 0 {
 		t.Errorf("fay got a scope for eli's appointment")
 	}
 
@@ -200,15 +201,15 @@ func TestSecondScheduledKeepsTheLinkAndRebookingMintsANewOne(t *testing.T) {
 	e.publish(scheduled("evt-s4", "eli", "ap-2", starts.Add(48*time.Hour), true, nil))
 	e.waitIdle()
 	link4 := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-s4")
-	st, _ = e.scopeState(scope)
-	if st.LinkID != link4 || st.Supersedes != link1 || st.CanceledAt != nil || st.Change != link.ChangeIssued {
+	st, _ = e.scopeState(subject)
+	if st.LinkID != link4 || st.Supersedes != link1 || st.CanceledAt != nil || st.Change != scope.ChangeIssued {
 		t.Errorf("re-booked scope: %+v", st)
 	}
 	now := e.clk.Now()
-	if v := link.Evaluate(link1, &st, now); v.Reason != events.ReasonSuperseded {
+	if v := st.Verdict(link1, now); v.Reason != events.ReasonSuperseded {
 		t.Errorf("old link after re-booking: %+v", v)
 	}
-	if v := link.Evaluate(link4, &st, now); !v.OK {
+	if v := st.Verdict(link4, now); !v.OK {
 		t.Errorf("new link: %+v", v)
 	}
 	if !e.hasIssued(link4) {
@@ -225,11 +226,11 @@ func TestRescheduleMovesTheWindowAndRevivesAnExpiredLink(t *testing.T) {
 	seq0 := e.publish(a)
 	e.waitIdle()
 	linkID := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-r0")
-	scope := link.AppointmentScope("acme", "gus", "ap-3")
+	subject := scope.Appointment("acme", "gus", "ap-3")
 
 	// The appointment did not take place; the link has expired.
 	e.clk.Set(ends.Add(grace + time.Minute))
-	if v := e.verdict(scope, linkID, e.clk.Now()); v.Reason != events.ReasonExpired {
+	if v := e.verdict(subject, linkID, e.clk.Now()); v.Reason != events.ReasonExpired {
 		t.Fatalf("before the reschedule: %+v", v)
 	}
 	now := e.clk.Now()
@@ -238,21 +239,21 @@ func TestRescheduleMovesTheWindowAndRevivesAnExpiredLink(t *testing.T) {
 	seqR := e.publish(rescheduled("evt-r1", "ap-3", starts2))
 	e.waitIdle()
 
-	st, _ := e.scopeState(scope)
+	st, _ := e.scopeState(subject)
 	wantAppt := a.Appointment
 	wantAppt.StartsAt, wantAppt.EndsAt = &starts2, &ends2
-	want := link.State{
-		Change: link.ChangeRescheduled, LinkID: linkID, Purpose: events.PurposeTelehealth, ValidFrom: tA,
+	want := scope.State{
+		Change: scope.ChangeRescheduled, LinkID: linkID, Purpose: events.PurposeTelehealth, ValidFrom: tA,
 		ExpiresAt: ends2.Add(grace), EventID: "evt-r1", ActionSeq: seq0, ChangeSeq: seqR, At: now,
 		Reminders: []string{"72h", "24h"}, Appointment: &wantAppt, Client: &a.Client, Kid: "k1",
 	}
 	if !statesEqual(st, want) {
 		t.Errorf("scope state:\n got %+v\nwant %+v", st, want)
 	}
-	if v := link.Evaluate(linkID, &st, now); !v.OK {
+	if v := st.Verdict(linkID, now); !v.OK {
 		t.Errorf("the same link after the reschedule: %+v", v)
 	}
-	if v := link.Evaluate(linkID, &st, ends2.Add(grace)); v.Reason != events.ReasonExpired {
+	if v := st.Verdict(linkID, ends2.Add(grace)); v.Reason != events.ReasonExpired {
 		t.Errorf("after the new end plus grace: %+v", v)
 	}
 	if n := e.issuedCount(); n != 1 {
@@ -272,7 +273,7 @@ func TestRescheduleMovesTheWindowAndRevivesAnExpiredLink(t *testing.T) {
 	// Idempotent: re-published, nothing new.
 	e.publishRaw(events.SubjectAppointmentRescheduled, "evt-r1-again", e.marshal(rescheduled("evt-r1", "ap-3", starts2)))
 	e.waitIdle()
-	if n, moved := e.scopeCount(scope), len(e.mailCmds(mail.KindAppointmentRescheduled)); n != 2 || moved != 1 {
+	if n, moved := e.scopeCount(subject), len(e.mailCmds(mail.KindAppointmentRescheduled)); n != 2 || moved != 1 {
 		t.Errorf("after a re-publish: %d states, %d moved emails; want 2, 1", n, moved)
 	}
 	// Another reschedule: its own email.
@@ -294,7 +295,7 @@ func TestRescheduleMovesTheWindowAndRevivesAnExpiredLink(t *testing.T) {
 	e.run(iss2)
 	e.publishRaw(events.SubjectAppointmentRescheduled, "evt-r1-third", e.marshal(rescheduled("evt-r1", "ap-3", starts2)))
 	e.waitIdle()
-	if st, _ := e.scopeState(scope); !st.Appointment.StartsAt.Equal(starts3) || st.EventID != "evt-r2" {
+	if st, _ := e.scopeState(subject); !st.Appointment.StartsAt.Equal(starts3) || st.EventID != "evt-r2" {
 		t.Errorf("an old reschedule re-published moved the appointment: %+v", st)
 	}
 	if n := len(e.mailCmds(mail.KindAppointmentRescheduled)); n != 2 {
@@ -309,7 +310,7 @@ func TestCancelRevokesTheLinkAndDropsReminders(t *testing.T) {
 	e.publish(scheduled("evt-c0", "hal", "ap-4", starts, true, nil))
 	e.waitIdle()
 	linkID := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-c0")
-	scope := link.AppointmentScope("acme", "hal", "ap-4")
+	subject := scope.Appointment("acme", "hal", "ap-4")
 	if n := len(e.schedules("ap-4")); n != 2 {
 		t.Fatalf("%d schedules before the cancellation, want 2", n)
 	}
@@ -318,12 +319,12 @@ func TestCancelRevokesTheLinkAndDropsReminders(t *testing.T) {
 	now := e.clk.Now()
 	seqC := e.publish(canceled("evt-c1", "ap-4"))
 	e.waitIdle()
-	st, _ := e.scopeState(scope)
-	if st.Change != link.ChangeCanceled || st.CanceledAt == nil || !st.CanceledAt.Equal(now) || st.LinkID != linkID ||
+	st, _ := e.scopeState(subject)
+	if st.Change != scope.ChangeCanceled || st.CanceledAt == nil || !st.CanceledAt.Equal(now) || st.LinkID != linkID ||
 		st.ChangeSeq != seqC || st.EventID != "evt-c1" {
 		t.Errorf("canceled scope: %+v", st)
 	}
-	if v := link.Evaluate(linkID, &st, now); v.Reason != events.ReasonCanceled {
+	if v := st.Verdict(linkID, now); v.Reason != events.ReasonCanceled {
 		t.Errorf("link after the cancellation: %+v", v)
 	}
 	if n := len(e.schedules("ap-4")); n != 0 {
@@ -342,7 +343,7 @@ func TestCancelRevokesTheLinkAndDropsReminders(t *testing.T) {
 	// Idempotent.
 	e.publishRaw(events.SubjectAppointmentCanceled, "evt-c1-again", e.marshal(canceled("evt-c1", "ap-4")))
 	e.waitIdle()
-	if n, c := e.scopeCount(scope), len(e.mailCmds(mail.KindAppointmentCanceled)); n != 2 || c != 1 {
+	if n, c := e.scopeCount(subject), len(e.mailCmds(mail.KindAppointmentCanceled)); n != 2 || c != 1 {
 		t.Errorf("after a re-publish: %d states, %d cancellation emails; want 2, 1", n, c)
 	}
 	// A reschedule of a canceled appointment changes nothing.
@@ -350,7 +351,7 @@ func TestCancelRevokesTheLinkAndDropsReminders(t *testing.T) {
 	// Nor is a reminder sent.
 	e.publish(reminder("evt-c3", "ap-4", nil))
 	e.waitIdle()
-	if n := e.scopeCount(scope); n != 2 {
+	if n := e.scopeCount(subject); n != 2 {
 		t.Errorf("%d states after a reschedule of a canceled appointment, want 2", n)
 	}
 	if got := e.outcome(events.SubjectAppointmentRescheduled, "ignored_canceled"); got != 1 {
@@ -424,7 +425,7 @@ func TestReminderCarriesTheCurrentLink(t *testing.T) {
 	e.publish(a)
 	e.waitIdle()
 	linkID := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-m0")
-	scope := link.AppointmentScope("acme", "jon", "ap-10")
+	subject := scope.Appointment("acme", "jon", "ap-10")
 
 	// Three days before (what the 72h schedule publishes).
 	e.clk.Set(starts.Add(-72 * time.Hour))
@@ -447,7 +448,7 @@ func TestReminderCarriesTheCurrentLink(t *testing.T) {
 	// The 72-hour reminder's link works at the appointment, and after it
 	// for the grace period.
 	for _, at := range []time.Time{starts, starts.Add(10 * time.Minute), ends.Add(grace - time.Second)} {
-		if v := e.verdict(scope, linkID, at); !v.OK {
+		if v := e.verdict(subject, linkID, at); !v.OK {
 			t.Errorf("at %s: %+v", at, v)
 		}
 	}
@@ -545,8 +546,8 @@ func TestActionsForAnUnknownAppointmentAreDeadLettered(t *testing.T) {
 	e.publish(scheduled("evt-u4", "lea", "ap-13", tA.Add(96*time.Hour), true, nil))
 	e.publish(rescheduled("evt-u5", "ap-13", tA.Add(120*time.Hour)))
 	e.waitIdle()
-	st, _ := e.scopeState(link.AppointmentScope("acme", "lea", "ap-13"))
-	if st.Change != link.ChangeRescheduled || !st.Appointment.StartsAt.Equal(tA.Add(120*time.Hour)) {
+	st, _ := e.scopeState(scope.Appointment("acme", "lea", "ap-13"))
+	if st.Change != scope.ChangeRescheduled || !st.Appointment.StartsAt.Equal(tA.Add(120*time.Hour)) {
 		t.Errorf("scope after scheduled+rescheduled: %+v", st)
 	}
 }
@@ -557,7 +558,7 @@ func TestAppointmentActionsHandledOutOfOrder(t *testing.T) {
 	starts := tA.Add(96 * time.Hour)
 	e.publish(scheduled("evt-o0", "max", "ap-14", starts, true, nil))
 	e.handleAll(e.fetch(1)...)
-	scope := link.AppointmentScope("acme", "max", "ap-14")
+	subject := scope.Appointment("acme", "max", "ap-14")
 
 	// Two reschedules, the newer handled first: the newer wins.
 	sA, sB := starts.Add(24*time.Hour), starts.Add(48*time.Hour)
@@ -565,7 +566,7 @@ func TestAppointmentActionsHandledOutOfOrder(t *testing.T) {
 	e.publish(rescheduled("evt-oB", "ap-14", sB))
 	msgs := e.fetch(2)
 	e.handleAll(msgs[1], msgs[0])
-	st, _ := e.scopeState(scope)
+	st, _ := e.scopeState(subject)
 	if !st.Appointment.StartsAt.Equal(sB) || st.EventID != "evt-oB" {
 		t.Errorf("after reschedules B then A: %+v", st)
 	}
@@ -582,8 +583,8 @@ func TestAppointmentActionsHandledOutOfOrder(t *testing.T) {
 	e.publish(rescheduled("evt-oD", "ap-14", starts.Add(72*time.Hour)))
 	msgs = e.fetch(2)
 	e.handleAll(msgs[1], msgs[0])
-	st, _ = e.scopeState(scope)
-	if st.CanceledAt == nil || st.Change != link.ChangeCanceled {
+	st, _ = e.scopeState(subject)
+	if st.CanceledAt == nil || st.Change != scope.ChangeCanceled {
 		t.Errorf("after reschedule D then cancel C: %+v", st)
 	}
 
@@ -592,12 +593,12 @@ func TestAppointmentActionsHandledOutOfOrder(t *testing.T) {
 	e.publish(scheduled("evt-oF", "max", "ap-14", starts, true, nil))
 	msgs = e.fetch(2)
 	e.handleAll(msgs[1], msgs[0])
-	st, _ = e.scopeState(scope)
+	st, _ = e.scopeState(subject)
 	linkF := e.linkIDOf(events.PurposeTelehealth, "acme", "evt-oF")
 	if st.CanceledAt != nil || st.LinkID != linkF {
 		t.Errorf("after re-booking F then cancel E: %+v", st)
 	}
-	if v := link.Evaluate(linkF, &st, tA); !v.OK {
+	if v := st.Verdict(linkF, tA); !v.OK {
 		t.Errorf("re-booked link: %+v", v)
 	}
 }

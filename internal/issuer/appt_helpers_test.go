@@ -12,8 +12,8 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // tA is the fake clock of the appointment tests. It is years ahead of the
@@ -176,7 +176,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // scopeCount is the number of states a scope holds.
 func (e *env) scopeCount(subj string) uint64 {
 	e.t.Helper()
-	_, n := e.count(e.scope, subj)
+	_, n := e.count(e.scopesR, subj)
 	return n
 }
 
@@ -207,8 +207,8 @@ func (e *env) hasIssued(linkID string) bool {
 }
 
 // verdict evaluates a link against its scope's current state at now.
-func (e *env) verdict(scope, linkID string, now time.Time) link.Verdict {
+func (e *env) verdict(subject, linkID string, now time.Time) scope.Verdict {
 	e.t.Helper()
-	st, _ := e.scopeState(scope)
-	return link.Evaluate(linkID, &st, now)
+	st, _ := e.scopeState(subject)
+	return st.Verdict(linkID, now)
 }

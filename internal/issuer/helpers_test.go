@@ -21,6 +21,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store"
 )
 
@@ -30,20 +31,20 @@ var t0 = time.Date(2026, 3, 2, 9, 30, 0, 0, time.UTC)
 // env is one test's world: a real nats-server, the issuer's dependencies
 // and, once started, a running Issuer.
 type env struct {
-	t     testing.TB
-	ctx   context.Context
-	srv   *bustest.Server
-	js    jetstream.JetStream
-	keys  *link.Keyring
-	clk   *clock.Fake
-	dir   *practice.Directory
-	reg   *prometheus.Registry
-	iss   *issuer.Issuer
-	stop  func()
-	scope *bus.Reader
-	links *bus.Reader
-	mail  *bus.Reader
-	db    *bolt.DB
+	t       testing.TB
+	ctx     context.Context
+	srv     *bustest.Server
+	js      jetstream.JetStream
+	keys    *link.Keyring
+	clk     *clock.Fake
+	dir     *practice.Directory
+	reg     *prometheus.Registry
+	iss     *issuer.Issuer
+	stop    func()
+	scopesR *bus.Reader
+	links   *bus.Reader
+	mail    *bus.Reader
+	db      *bolt.DB
 }
 
 func testKeys() *link.Keyring {
@@ -68,9 +69,9 @@ func newEnv(t testing.TB) *env {
 	t.Cleanup(func() { dir.Close() })
 	e := &env{
 		t: t, ctx: ctx, srv: srv, js: js, keys: testKeys(), clk: clock.NewFake(t0), dir: dir,
-		scope: bus.NewReader(js, bus.StreamScopes),
-		links: bus.NewReader(js, bus.StreamLinks),
-		mail:  bus.NewReader(js, bus.StreamMail),
+		scopesR: bus.NewReader(js, bus.StreamScopes),
+		links:   bus.NewReader(js, bus.StreamLinks),
+		mail:    bus.NewReader(js, bus.StreamMail),
 	}
 	e.db = store.MustOpen(t, "issuer", issuer.Buckets()...)
 	e.iss, e.reg = e.newIssuer(e.db)
@@ -212,10 +213,10 @@ func (e *env) mailCount() int {
 	return n
 }
 
-func (e *env) scopeState(subj string) (link.State, uint64) {
+func (e *env) scopeState(subj string) (scope.State, uint64) {
 	e.t.Helper()
-	var st link.State
-	seq, err := e.scope.LastJSON(e.ctx, subj, &st)
+	var st scope.State
+	seq, err := e.scopesR.LastJSON(e.ctx, subj, &st)
 	if err != nil {
 		e.t.Fatalf("scope %s: %v", subj, err)
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Log keys.
@@ -132,10 +133,9 @@ type Issuer struct {
 	log         *slog.Logger
 	concurrency int
 	ledger      *ledger
-	scopes      *bus.Reader
+	scopes      *scope.Store
 	links       *bus.Reader
 	actions     *bus.Reader
-	streams     *streamCache
 	m           *metrics
 	routes      map[string]route
 }
@@ -228,10 +228,9 @@ func New(cfg Config) (*Issuer, error) {
 	i := &Issuer{
 		js: cfg.JS, keys: cfg.Keys, practices: cfg.Practices, clock: cfg.Clock,
 		log: cfg.Log, concurrency: cfg.Concurrency, ledger: lg,
-		scopes:  bus.NewReader(cfg.JS, bus.StreamScopes),
+		scopes:  scope.NewStore(cfg.JS),
 		links:   bus.NewReader(cfg.JS, bus.StreamLinks),
 		actions: bus.NewReader(cfg.JS, bus.StreamActions),
-		streams: &streamCache{js: cfg.JS, m: map[string]jetstream.Stream{}},
 		m:       m,
 	}
 	i.routes = map[string]route{

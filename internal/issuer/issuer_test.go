@@ -16,6 +16,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store"
 )
 
@@ -27,11 +28,11 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	e.waitFor("two mail commands", func() bool { return e.mailCount() == 2 })
 
 	// The scope state.
-	scopeA := link.SigninScope("acme", "alice")
+	scopeA := scope.Signin("acme", "alice")
 	linkA1 := e.linkIDOf(events.PurposeSignin, "acme", "evt-a1")
 	st, _ := e.scopeState(scopeA)
-	want := link.State{
-		Change: link.ChangeIssued, LinkID: linkA1, Purpose: events.PurposeSignin, OneTime: true,
+	want := scope.State{
+		Change: scope.ChangeIssued, LinkID: linkA1, Purpose: events.PurposeSignin, OneTime: true,
 		ValidFrom: t0, ExpiresAt: t0.Add(24 * time.Hour), EventID: "evt-a1", ActionSeq: seqA1, At: t0, Kid: "k1",
 	}
 	if !statesEqual(st, want) {
@@ -48,7 +49,7 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 		ev.Supersedes != "" {
 		t.Errorf("issued event: %+v", ev)
 	}
-	if got := link.ScopeOf(&ev); got != scopeA {
+	if got := scope.OfLink(&ev); got != scopeA {
 		t.Errorf("ScopeOf(issued) = %s, want %s", got, scopeA)
 	}
 
@@ -70,11 +71,11 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	if bytes.Contains(raw, []byte(token)) || bytes.Contains(raw, []byte(strings.SplitN(token, ".", 2)[1])) {
 		t.Errorf("the mail command carries the token: %s", raw)
 	}
-	if v := link.Evaluate(linkA1, &st, t0.Add(time.Minute)); !v.OK {
+	if v := st.Verdict(linkA1, t0.Add(time.Minute)); !v.OK {
 		t.Errorf("fresh link refused: %s", v.Reason)
 	}
 
-	scopeB := link.SigninScope("acme", "bob")
+	scopeB := scope.Signin("acme", "bob")
 	stB, seqB := e.scopeState(scopeB)
 
 	// A second request for alice supersedes her first link.
@@ -90,13 +91,13 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	if ev2 := e.issued(linkA2); ev2.Supersedes != linkA1 {
 		t.Errorf("second issued event supersedes %q, want %q", ev2.Supersedes, linkA1)
 	}
-	if v := link.Evaluate(linkA1, &st2, e.clk.Now()); v.Reason != events.ReasonSuperseded {
+	if v := st2.Verdict(linkA1, e.clk.Now()); v.Reason != events.ReasonSuperseded {
 		t.Errorf("old link: %+v, want superseded", v)
 	}
-	if v := link.Evaluate(linkA2, &st2, e.clk.Now()); !v.OK {
+	if v := st2.Verdict(linkA2, e.clk.Now()); !v.OK {
 		t.Errorf("new link: %+v", v)
 	}
-	if _, n := e.count(e.scope, scopeA); n != 2 {
+	if _, n := e.count(e.scopesR, scopeA); n != 2 {
 		t.Errorf("alice's scope has %d states, want 2", n)
 	}
 
@@ -110,7 +111,7 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	}
 }
 
-func statesEqual(a, b link.State) bool {
+func statesEqual(a, b scope.State) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
@@ -142,7 +143,7 @@ func TestSameActionTwiceYieldsOneLinkAndOneMail(t *testing.T) {
 		if subs, msgs := e.count(e.links, "links.*.issued"); subs != 1 || msgs != 1 {
 			t.Errorf("%s: %d issued links in %d messages, want 1", stage, subs, msgs)
 		}
-		if _, msgs := e.count(e.scope, link.SigninScope("acme", "carol")); msgs != 1 {
+		if _, msgs := e.count(e.scopesR, scope.Signin("acme", "carol")); msgs != 1 {
 			t.Errorf("%s: %d scope states, want 1", stage, msgs)
 		}
 	}
@@ -277,7 +278,7 @@ func TestPracticePolicyBoundsAndTTL(t *testing.T) {
 		t.Errorf("settings: %+v", got)
 	}
 	linkID := e.linkIDOf(events.PurposeSignin, "acme", "evt-s1")
-	st, _ := e.scopeState(link.SigninScope("acme", "frank"))
+	st, _ := e.scopeState(scope.Signin("acme", "frank"))
 	if st.LinkID != linkID || !st.ExpiresAt.Equal(t0.Add(2*time.Hour)) {
 		t.Errorf("scope: link %s expires %s, want %s at %s", st.LinkID, st.ExpiresAt, linkID, t0.Add(2*time.Hour))
 	}
@@ -311,17 +312,17 @@ func TestNewerRequestWinsWhateverTheOrder(t *testing.T) {
 	}
 	linkOld := e.linkIDOf(events.PurposeSignin, "acme", "evt-old")
 	linkNew := e.linkIDOf(events.PurposeSignin, "acme", "evt-new")
-	st, _ := e.scopeState(link.SigninScope("acme", "gina"))
+	st, _ := e.scopeState(scope.Signin("acme", "gina"))
 	if st.LinkID != linkNew {
 		t.Fatalf("scope's link is %s, want the newer %s", st.LinkID, linkNew)
 	}
-	if _, n := e.count(e.scope, link.SigninScope("acme", "gina")); n != 1 {
+	if _, n := e.count(e.scopesR, scope.Signin("acme", "gina")); n != 1 {
 		t.Errorf("%d scope states, want 1", n)
 	}
 	// The older link exists (its clicks say superseded, not not-found) but
 	// is not mailed.
 	e.issued(linkOld)
-	if v := link.Evaluate(linkOld, &st, t0); v.Reason != events.ReasonSuperseded {
+	if v := st.Verdict(linkOld, t0); v.Reason != events.ReasonSuperseded {
 		t.Errorf("older link: %+v", v)
 	}
 	if n := e.mailCount(); n != 1 {
@@ -336,16 +337,15 @@ func TestResumesAfterCrashBetweenScopeWriteAndIssued(t *testing.T) {
 	linkID := e.linkIDOf(events.PurposeSignin, "acme", "evt-r")
 	// A previous attempt, at another time, wrote the scope and died.
 	from := t0.Add(-10 * time.Minute)
-	prior := link.State{Change: link.ChangeIssued, LinkID: linkID, Purpose: events.PurposeSignin, OneTime: true,
+	prior := scope.State{Change: scope.ChangeIssued, LinkID: linkID, Purpose: events.PurposeSignin, OneTime: true,
 		ValidFrom: from, ExpiresAt: from.Add(24 * time.Hour), EventID: "evt-r", ActionSeq: seq, At: from}
-	data, _ := json.Marshal(prior)
-	if _, err := bus.PublishIfSeq(e.ctx, e.js, link.SigninScope("acme", "hank"), data, 0); err != nil {
+	if _, err := scope.NewStore(e.js).Update(e.ctx, scope.Signin("acme", "hank"), 0, &prior); err != nil {
 		t.Fatal(err)
 	}
 	e.start()
 	e.waitFor("the mail", func() bool { return e.mailCount() == 1 })
 	e.waitIdle()
-	if _, n := e.count(e.scope, link.SigninScope("acme", "hank")); n != 1 {
+	if _, n := e.count(e.scopesR, scope.Signin("acme", "hank")); n != 1 {
 		t.Errorf("%d scope states, want 1 (no second write)", n)
 	}
 	ev := e.issued(linkID)
@@ -399,19 +399,19 @@ func TestDocumentSharedIsIndependentOfSignin(t *testing.T) {
 	e.waitIdle()
 
 	linkD := e.linkIDOf(events.PurposeDocument, "acme", "evt-d")
-	scopeD := link.DocumentScope("acme", "jo", "sh-1")
+	scopeD := scope.Document("acme", "jo", "sh-1")
 	st, _ := e.scopeState(scopeD)
 	if st.LinkID != linkD || st.Purpose != events.PurposeDocument || !st.OneTime || !st.ExpiresAt.Equal(t0.Add(72*time.Hour)) {
 		t.Errorf("document scope: %+v", st)
 	}
-	if _, n := e.count(e.scope, scopeD); n != 1 {
+	if _, n := e.count(e.scopesR, scopeD); n != 1 {
 		t.Errorf("a sign-in touched the document scope: %d states", n)
 	}
-	if v := link.Evaluate(linkD, &st, t0.Add(time.Hour)); !v.OK {
+	if v := st.Verdict(linkD, t0.Add(time.Hour)); !v.OK {
 		t.Errorf("document link after a newer sign-in: %+v", v)
 	}
 	ev := e.issued(linkD)
-	if ev.Purpose != events.PurposeDocument || ev.DocumentID != "doc-9" || ev.ShareID != "sh-1" || link.ScopeOf(&ev) != scopeD {
+	if ev.Purpose != events.PurposeDocument || ev.DocumentID != "doc-9" || ev.ShareID != "sh-1" || scope.OfLink(&ev) != scopeD {
 		t.Errorf("document issued event: %+v", ev)
 	}
 	cmd, _ := e.mailCmd(linkD + "-" + mail.KindDocument)

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,11 +10,8 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
-
-// maxCASAttempts bounds the re-read-and-retry loop on a scope that other
-// writers keep changing; past it the action is retried later.
-const maxCASAttempts = 32
 
 // linkSpec is what an action asks for: the link's purpose, scope, lifetime,
 // recipient and the details its events and email carry.
@@ -46,7 +42,7 @@ func (i *Issuer) signin(ctx context.Context, d *delivery) (result, error) {
 	pol := i.practices.Get(a.PracticeID).Policy
 	return i.issue(ctx, d, linkSpec{
 		purpose:  events.PurposeSignin,
-		scope:    link.SigninScope(a.PracticeID, a.Client.ID),
+		scope:    scope.Signin(a.PracticeID, a.Client.ID),
 		client:   a.Client,
 		oneTime:  true,
 		ttl:      pol.SigninTTL,
@@ -63,7 +59,7 @@ func (i *Issuer) document(ctx context.Context, d *delivery) (result, error) {
 	doc := a.Document
 	return i.issue(ctx, d, linkSpec{
 		purpose:  events.PurposeDocument,
-		scope:    link.DocumentScope(a.PracticeID, a.Client.ID, a.ShareID),
+		scope:    scope.Document(a.PracticeID, a.Client.ID, a.ShareID),
 		client:   a.Client,
 		oneTime:  true,
 		ttl:      pol.DocumentTTL,
@@ -90,14 +86,14 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 	}
 	log := d.log.With(keyLinkID, linkID, keyClientID, sp.client.ID)
 
-	st, seq, found, err := i.readScope(ctx, sp.scope)
+	cur, err := i.scopes.Get(ctx, sp.scope)
 	if err != nil {
-		return result{}, err
+		return result{}, fmt.Errorf("issuer: %w", err)
 	}
 	// The issued event is published only once the scope holds a state, so
 	// an empty scope proves the link was never issued.
 	var issued *events.LinkEvent
-	if found {
+	if cur.Found() {
 		if issued, err = i.readIssued(ctx, linkID); err != nil {
 			return result{}, err
 		}
@@ -111,53 +107,52 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 	if issued != nil {
 		// Minted before: only the email may be missing.
 		w = windowOf(issued)
-		current = mailable(st, found, linkID)
+		current = cur.State.Live(linkID)
 		outcome = outcomeDuplicate
 	} else {
 		now := i.clock.Now()
 		fresh := window{validFrom: now, expiresAt: now.Add(sp.ttl), at: now}
-	cas:
-		for attempt := 1; ; attempt++ {
+		rekeyed := false
+		_, wrote, err := i.scopes.MutateFrom(ctx, cur, func(cur scope.Entry) (*scope.State, error) {
+			st := &cur.State
+			rekeyed, current = false, false
 			switch {
-			case found && st.LinkID == linkID:
+			case cur.Found() && st.LinkID == linkID:
 				// A previous attempt made it current and stopped before
 				// publishing the issued event.
 				w = window{validFrom: st.ValidFrom, expiresAt: st.ExpiresAt, at: st.At, supersedes: st.Supersedes}
-				current = mailable(st, true, linkID)
-				outcome = outcomeIssued
-				break cas
-			case found && st.ActionSeq == d.seq:
+				current, outcome = st.Live(linkID), outcomeIssued
+				return nil, nil
+			case cur.Found() && st.ActionSeq == d.seq:
 				// This very message already issued the scope's link under
 				// another key id (the link key rotated in between).
-				log.Info("action already issued its link under a previous key", keyOutcome, outcomeDuplicate)
-				return result{outcome: outcomeDuplicate}, nil
-			case found && st.ActionSeq > d.seq:
+				rekeyed = true
+				return nil, nil
+			case cur.Found() && st.ActionSeq > d.seq:
 				// A newer action already owns the scope: the link exists
 				// but is born superseded, and is not mailed.
-				w = fresh
-				outcome = outcomeSuperseded
-				break cas
+				w, outcome = fresh, outcomeSuperseded
+				return nil, nil
 			}
 			w = fresh
-			if found {
+			if cur.Found() {
 				w.supersedes = st.LinkID
 			}
-			err := i.writeScope(ctx, sp, seq, link.State{
-				Change: link.ChangeIssued, LinkID: linkID, Purpose: sp.purpose, OneTime: sp.oneTime,
+			return &scope.State{
+				Change: scope.ChangeIssued, LinkID: linkID, Purpose: sp.purpose, OneTime: sp.oneTime,
 				ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Supersedes: w.supersedes,
 				EventID: d.env.EventID, ActionSeq: d.seq, At: w.at, Kid: kid,
-			})
-			if err == nil {
-				current = true
-				outcome = outcomeIssued
-				break cas
-			}
-			if !errors.Is(err, bus.ErrConflict) || attempt >= maxCASAttempts {
-				return result{}, err
-			}
-			if st, seq, found, err = i.readScope(ctx, sp.scope); err != nil {
-				return result{}, err
-			}
+			}, nil
+		})
+		if err != nil {
+			return result{}, fmt.Errorf("issuer: %w", err)
+		}
+		if rekeyed {
+			log.Info("action already issued its link under a previous key", keyOutcome, outcomeDuplicate)
+			return result{outcome: outcomeDuplicate}, nil
+		}
+		if wrote {
+			current, outcome = true, outcomeIssued
 		}
 		if err := i.publishIssued(ctx, d, sp, linkID, w); err != nil {
 			return result{}, err
@@ -180,12 +175,6 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 	return result{outcome: outcome, linkID: linkID}, nil
 }
 
-// mailable reports whether the link is the scope's live current link, the
-// only kind worth an email.
-func mailable(st link.State, found bool, linkID string) bool {
-	return found && st.LinkID == linkID && st.RevokedAt == nil && st.CanceledAt == nil
-}
-
 func windowOf(ev *events.LinkEvent) window {
 	w := window{at: ev.At, supersedes: ev.Supersedes}
 	if ev.ValidFrom != nil {
@@ -195,19 +184,6 @@ func windowOf(ev *events.LinkEvent) window {
 		w.expiresAt = *ev.ExpiresAt
 	}
 	return w
-}
-
-// readScope returns the scope's state and its sequence; found is false
-// (and seq 0) for a scope that never had a state.
-func (i *Issuer) readScope(ctx context.Context, scope string) (st link.State, seq uint64, found bool, err error) {
-	seq, err = i.scopes.LastJSON(ctx, scope, &st)
-	switch {
-	case errors.Is(err, bus.ErrNotFound):
-		return link.State{}, 0, false, nil
-	case err != nil:
-		return link.State{}, 0, false, fmt.Errorf("issuer: read scope: %w", err)
-	}
-	return st, seq, true, nil
 }
 
 // readIssued returns the link's issued event, nil if there is none.
@@ -221,28 +197,6 @@ func (i *Issuer) readIssued(ctx context.Context, linkID string) (*events.LinkEve
 		return nil, fmt.Errorf("issuer: read issued event: %w", err)
 	}
 	return &ev, nil
-}
-
-// writeScope makes st the scope's state if the scope is still at seq
-// (0: still empty); bus.ErrConflict if another writer got there first.
-func (i *Issuer) writeScope(ctx context.Context, sp linkSpec, seq uint64, st link.State) error {
-	_, err := i.writeState(ctx, sp.scope, seq, &st)
-	return err
-}
-
-// writeState makes st the state of scope if the scope is still at seq (0:
-// still empty) and returns the new sequence; bus.ErrConflict if another
-// writer got there first.
-func (i *Issuer) writeState(ctx context.Context, scope string, seq uint64, st *link.State) (uint64, error) {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return 0, fmt.Errorf("issuer: encode scope state: %w", err)
-	}
-	next, err := bus.PublishIfSeq(ctx, i.js, scope, data, seq)
-	if err != nil {
-		return 0, fmt.Errorf("issuer: write scope: %w", err)
-	}
-	return next, nil
 }
 
 // publishIssued publishes links.<link_id>.issued once (Nats-Msg-Id

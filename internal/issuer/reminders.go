@@ -13,7 +13,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Reminders are JetStream message schedules on ACTIONS (server 2.12+), one
@@ -54,7 +54,7 @@ type plannedReminder struct {
 }
 
 // reminderPlan returns the schedules an appointment's state calls for.
-func reminderPlan(practiceID, apptID string, st *link.State, now time.Time) []plannedReminder {
+func reminderPlan(practiceID, apptID string, st *scope.State, now time.Time) []plannedReminder {
 	if st.CanceledAt != nil || st.Appointment == nil || st.Appointment.StartsAt == nil {
 		return nil
 	}
@@ -100,18 +100,18 @@ func reminderEventID(apptID, offset string, starts time.Time) string {
 // finishes last leaves the newest state's plan.
 func (i *Issuer) planReminders(ctx context.Context, practiceID, apptID, subject string) error {
 	for range planAttempts {
-		cur, err := i.readScopeAt(ctx, subject)
+		cur, err := i.scopes.Get(ctx, subject)
 		if err != nil {
+			return fmt.Errorf("issuer: %w", err)
+		}
+		if err := i.applyPlan(ctx, practiceID, apptID, reminderPlan(practiceID, apptID, &cur.State, i.clock.Now())); err != nil {
 			return err
 		}
-		if err := i.applyPlan(ctx, practiceID, apptID, reminderPlan(practiceID, apptID, &cur.st, i.clock.Now())); err != nil {
-			return err
-		}
-		after, err := i.readScopeAt(ctx, subject)
+		after, err := i.scopes.Get(ctx, subject)
 		if err != nil {
-			return err
+			return fmt.Errorf("issuer: %w", err)
 		}
-		if after.seq == cur.seq {
+		if after.Seq == cur.Seq {
 			return nil
 		}
 	}
@@ -171,9 +171,9 @@ func (i *Issuer) dropReminders(ctx context.Context, practiceID, apptID string) e
 // purgeSchedules purges the schedule subjects matching filter from ACTIONS;
 // a purged schedule never fires.
 func (i *Issuer) purgeSchedules(ctx context.Context, filter string) error {
-	s, err := i.streams.get(ctx, bus.StreamActions)
+	s, err := i.actions.Stream(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("issuer: %w", err)
 	}
 	if err := s.Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
 		return fmt.Errorf("issuer: remove reminder schedules %s: %w", filter, err)

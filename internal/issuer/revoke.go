@@ -2,10 +2,10 @@ package issuer
 
 import (
 	"context"
-	"slices"
+	"fmt"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // defaultRevokeReason is recorded when a revocation gives no reason.
@@ -34,15 +34,10 @@ func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) 
 	if reason == "" {
 		reason = defaultRevokeReason
 	}
-	subs, err := i.scopes.Subjects(ctx, link.ClientScopes(a.PracticeID, a.Client.ID))
+	subjects, err := i.scopes.ListClient(ctx, a.PracticeID, a.Client.ID)
 	if err != nil {
-		return result{}, err
+		return result{}, fmt.Errorf("issuer: %w", err)
 	}
-	subjects := make([]string, 0, len(subs))
-	for s := range subs {
-		subjects = append(subjects, s)
-	}
-	slices.Sort(subjects)
 	revoked := 0
 	for _, subj := range subjects {
 		did, err := i.revokeScope(ctx, d, subj, reason)
@@ -64,18 +59,18 @@ func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) 
 func (i *Issuer) revokeScope(ctx context.Context, d *delivery, subject, reason string) (bool, error) {
 	now := i.clock.Now()
 	var h history
-	_, s, err := i.mutate(ctx, subject, func(cur *scope) (step, error) {
-		st := cur.st
+	_, s, err := i.mutate(ctx, subject, func(cur *scope.Entry) (step, error) {
+		st := cur.State
 		switch {
-		case !cur.found, st.LinkID == "", st.RevokedAt != nil, st.CanceledAt != nil,
+		case !cur.Found(), st.LinkID == "", st.RevokedAt != nil, st.CanceledAt != nil,
 			st.OneTime && st.UsedAt != nil, st.ActionSeq > d.seq:
 			return step{}, nil
 		}
-		applied, err := i.wroteBefore(ctx, subject, d.env.EventID, link.ChangeRevoked, &h)
+		applied, err := i.wroteBefore(ctx, subject, d.env.EventID, scope.ChangeRevoked, &h)
 		if err != nil || applied {
 			return step{}, err
 		}
-		st.Change, st.RevokedAt, st.RevokedReason = link.ChangeRevoked, &now, reason
+		st.Change, st.RevokedAt, st.RevokedReason = scope.ChangeRevoked, &now, reason
 		st.EventID, st.ActionSeq, st.At = d.env.EventID, max(st.ActionSeq, d.seq), now
 		return step{next: &st, outcome: outcomeRevoked}, nil
 	})

@@ -1,15 +1,14 @@
 package issuer_test
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/issuer"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store"
 )
 
@@ -31,11 +30,10 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	e.publish(signin("evt-v6", "oli"))
 	e.waitIdle()
 	// nia already used one document link (what the redeemer writes).
-	usedScope := link.DocumentScope("acme", "nia", "sh-used")
+	usedScope := scope.Document("acme", "nia", "sh-used")
 	st, seq := e.scopeState(usedScope)
-	st.Change, st.UsedAt, st.EventID, st.At = link.ChangeUsed, tp(tA), "click-1", tA
-	data, _ := json.Marshal(st)
-	if _, err := bus.PublishIfSeq(e.ctx, e.js, usedScope, data, seq); err != nil {
+	st.Change, st.UsedAt, st.EventID, st.At = scope.ChangeUsed, tp(tA), "click-1", tA
+	if _, err := scope.NewStore(e.js).Update(e.ctx, usedScope, seq, &st); err != nil {
 		t.Fatal(err)
 	}
 
@@ -44,30 +42,30 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	seqR := e.publish(revocation("evt-rv1", "nia", "lost phone"))
 	e.waitIdle()
 	live := map[string]string{
-		link.SigninScope("acme", "nia"):               e.linkIDOf(events.PurposeSignin, "acme", "evt-v1"),
-		link.DocumentScope("acme", "nia", "sh-v"):     e.linkIDOf(events.PurposeDocument, "acme", "evt-v2"),
-		link.AppointmentScope("acme", "nia", "ap-v1"): e.linkIDOf(events.PurposeTelehealth, "acme", "evt-v3"),
+		scope.Signin("acme", "nia"):               e.linkIDOf(events.PurposeSignin, "acme", "evt-v1"),
+		scope.Document("acme", "nia", "sh-v"):     e.linkIDOf(events.PurposeDocument, "acme", "evt-v2"),
+		scope.Appointment("acme", "nia", "ap-v1"): e.linkIDOf(events.PurposeTelehealth, "acme", "evt-v3"),
 	}
-	for scope, linkID := range live {
-		st, _ := e.scopeState(scope)
-		if st.Change != link.ChangeRevoked || st.RevokedAt == nil || !st.RevokedAt.Equal(now) || st.RevokedReason != "lost phone" ||
+	for subject, linkID := range live {
+		st, _ := e.scopeState(subject)
+		if st.Change != scope.ChangeRevoked || st.RevokedAt == nil || !st.RevokedAt.Equal(now) || st.RevokedReason != "lost phone" ||
 			st.EventID != "evt-rv1" || st.ActionSeq != seqR || st.LinkID != linkID {
-			t.Errorf("%s: %+v", scope, st)
+			t.Errorf("%s: %+v", subject, st)
 		}
-		if v := link.Evaluate(linkID, &st, now); v.Reason != events.ReasonRevoked {
-			t.Errorf("%s: %+v, want revoked", scope, v)
+		if v := st.Verdict(linkID, now); v.Reason != events.ReasonRevoked {
+			t.Errorf("%s: %+v, want revoked", subject, v)
 		}
 	}
 	// Untouched: the in-person appointment (no link), the used link,
 	// another client.
-	if n := e.scopeCount(link.AppointmentScope("acme", "nia", "ap-v2")); n != 1 {
+	if n := e.scopeCount(scope.Appointment("acme", "nia", "ap-v2")); n != 1 {
 		t.Errorf("in-person appointment scope: %d states", n)
 	}
 	if v := e.verdict(usedScope, e.linkIDOf(events.PurposeDocument, "acme", "evt-v5"), now); v.Reason != events.ReasonUsed {
 		t.Errorf("used link: %+v", v)
 	}
 	oliLink := e.linkIDOf(events.PurposeSignin, "acme", "evt-v6")
-	if v := e.verdict(link.SigninScope("acme", "oli"), oliLink, now); !v.OK {
+	if v := e.verdict(scope.Signin("acme", "oli"), oliLink, now); !v.OK {
 		t.Errorf("another client's link: %+v", v)
 	}
 	if got := e.metric(e.reg, "linkpipe_issuer_links_revoked_total", nil); got != 3 {
@@ -75,7 +73,7 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	}
 	counts := func() map[string]uint64 {
 		out := map[string]uint64{}
-		subs, _ := e.scope.Subjects(e.ctx, "scope.acme.>")
+		subs, _ := e.scopesR.Subjects(e.ctx, "scope.acme.>")
 		for s, n := range subs {
 			out[s] = n
 		}
@@ -94,7 +92,7 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	e.publish(signin("evt-v7", "nia"))
 	e.waitIdle()
 	fresh := e.linkIDOf(events.PurposeSignin, "acme", "evt-v7")
-	if v := e.verdict(link.SigninScope("acme", "nia"), fresh, e.clk.Now()); !v.OK {
+	if v := e.verdict(scope.Signin("acme", "nia"), fresh, e.clk.Now()); !v.OK {
 		t.Errorf("fresh sign-in link: %+v", v)
 	}
 	e.mailCmd(fresh + "-" + mail.KindSignin)
@@ -105,7 +103,7 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	e.run(iss2)
 	e.publishRaw(events.SubjectClientLinksRevoked, "evt-rv1-third", e.marshal(revocation("evt-rv1", "nia", "lost phone")))
 	e.waitIdle()
-	if v := e.verdict(link.SigninScope("acme", "nia"), fresh, e.clk.Now()); !v.OK {
+	if v := e.verdict(scope.Signin("acme", "nia"), fresh, e.clk.Now()); !v.OK {
 		t.Errorf("fresh sign-in link after the old revocation came again: %+v", v)
 	}
 
@@ -113,12 +111,12 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	// carries no link.
 	e.publish(rescheduled("evt-v8", "ap-v1", tA.Add(120*time.Hour)))
 	e.waitIdle()
-	apptScope := link.AppointmentScope("acme", "nia", "ap-v1")
+	apptScope := scope.Appointment("acme", "nia", "ap-v1")
 	st, _ = e.scopeState(apptScope)
-	if st.Change != link.ChangeRescheduled || st.RevokedAt == nil {
+	if st.Change != scope.ChangeRescheduled || st.RevokedAt == nil {
 		t.Errorf("revoked appointment after a reschedule: %+v", st)
 	}
-	if v := link.Evaluate(live[apptScope], &st, e.clk.Now()); v.Reason != events.ReasonRevoked {
+	if v := st.Verdict(live[apptScope], e.clk.Now()); v.Reason != events.ReasonRevoked {
 		t.Errorf("revoked appointment link after a reschedule: %+v", v)
 	}
 	if cmd := e.mailFor(mail.KindAppointmentRescheduled, "evt-v8"); cmd.LinkID != "" || cmd.Kid != "" {
@@ -128,7 +126,7 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	// Without a reason.
 	e.publish(revocation("evt-rv2", "oli", ""))
 	e.waitIdle()
-	if st, _ := e.scopeState(link.SigninScope("acme", "oli")); st.RevokedReason != "revoked by the practice" || st.RevokedAt == nil {
+	if st, _ := e.scopeState(scope.Signin("acme", "oli")); st.RevokedReason != "revoked by the practice" || st.RevokedAt == nil {
 		t.Errorf("default reason: %+v", st)
 	}
 }
@@ -150,7 +148,7 @@ func TestRevocationAndSigninsHandledOutOfOrder(t *testing.T) {
 	e.clk.Set(tA)
 	e.publish(signin("evt-w1", "pia"))
 	e.handleAll(e.fetch(1)...)
-	scope := link.SigninScope("acme", "pia")
+	subject := scope.Signin("acme", "pia")
 	link1 := e.linkIDOf(events.PurposeSignin, "acme", "evt-w1")
 
 	// A sign-in requested before the revocation, handled after it: born
@@ -160,11 +158,11 @@ func TestRevocationAndSigninsHandledOutOfOrder(t *testing.T) {
 	msgs := e.fetch(2)
 	e.handleAll(msgs[1], msgs[0])
 	link2 := e.linkIDOf(events.PurposeSignin, "acme", "evt-w2")
-	st, _ := e.scopeState(scope)
-	if v := link.Evaluate(link1, &st, tA); v.Reason != events.ReasonRevoked {
+	st, _ := e.scopeState(subject)
+	if v := st.Verdict(link1, tA); v.Reason != events.ReasonRevoked {
 		t.Errorf("link 1: %+v", v)
 	}
-	if v := link.Evaluate(link2, &st, tA); v.OK {
+	if v := st.Verdict(link2, tA); v.OK {
 		t.Errorf("link 2, requested before the revocation, works")
 	}
 	if _, err := e.mail.Last(e.ctx, bus.MailCommandPrefix+link2+"-signin"); err == nil {
@@ -178,8 +176,8 @@ func TestRevocationAndSigninsHandledOutOfOrder(t *testing.T) {
 	msgs = e.fetch(2)
 	e.handleAll(msgs[1], msgs[0])
 	link3 := e.linkIDOf(events.PurposeSignin, "acme", "evt-w3")
-	st, _ = e.scopeState(scope)
-	if v := link.Evaluate(link3, &st, tA); !v.OK {
+	st, _ = e.scopeState(subject)
+	if v := st.Verdict(link3, tA); !v.OK {
 		t.Errorf("link 3, requested after the revocation: %+v (state %+v)", v, st)
 	}
 	e.mailCmd(link3 + "-signin")

@@ -1,20 +1,14 @@
-// Package link owns the rules of a link: how its token is derived and named,
-// which scope it belongs to, the practice policy that sets its lifetime, and
-// the verdict on a click given the scope's current state and the time.
+// Package link owns what a link is made of: how its token is derived from
+// the action that creates it and how the token is named (its link id), the
+// keyring that holds the link keys (with key ids for rotation), and the
+// practice policy that sets a link's lifetime. Which scope a link belongs
+// to, the scope's state and the verdict on a click are package scope's.
 //
 // # Model
 //
-// A link is minted from the action that creates it: its token is an HMAC of
-// the action's event id and purpose under the link key, its id a one-way hash
-// of the token. Nothing here stores a token; anyone holding the key re-derives
-// it from the event id.
-//
-// Every link belongs to one scope (a client's sign-in, one document share,
-// one appointment). A scope's state is the last message on its JetStream
-// subject (see [ScopeSubject]); it names the scope's current link and that
-// link's window, and records use, revocation and cancellation. [Evaluate]
-// turns (link, state, now) into a verdict: usable, or refused with one of the
-// reasons of the contract. Because one subject holds the whole truth of a
-// scope, a change is a conditional publish on that subject and concurrent
-// changes are linearized by JetStream, not by locks.
+// A link is minted from the action that creates it: its token is
+// kid.HMAC(link key, purpose|practice|event id), its id a one-way hash of
+// the token. Nothing here stores a token; anyone holding the key re-derives
+// it from the event id ([Keyring.Mint]), so the mailer can email a link
+// whose token was never written down.
 package link

@@ -68,40 +68,6 @@ func TestIDRefusesMalformedTokens(t *testing.T) {
 	}
 }
 
-func TestEvaluate(t *testing.T) {
-	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
-	base := link.State{LinkID: "L1", OneTime: true, ValidFrom: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour)}
-	with := func(f func(*link.State)) *link.State { s := base; f(&s); return &s }
-	cases := []struct {
-		name string
-		st   *link.State
-		now  time.Time
-		want string
-	}{
-		{"valid", &base, now, ""},
-		{"no state", nil, now, events.ReasonNotFound},
-		{"superseded", with(func(s *link.State) { s.LinkID = "L2" }), now, events.ReasonSuperseded},
-		{"superseded wins over expiry", with(func(s *link.State) { s.LinkID = "L2" }), now.Add(2 * time.Hour), events.ReasonSuperseded},
-		{"used", with(func(s *link.State) { s.UsedAt = at(0) }), now, events.ReasonUsed},
-		{"multi-use ignores use", with(func(s *link.State) { s.UsedAt = at(0); s.OneTime = false }), now, ""},
-		{"revoked", with(func(s *link.State) { s.RevokedAt = at(0) }), now, events.ReasonRevoked},
-		{"canceled", with(func(s *link.State) { s.CanceledAt = at(0) }), now, events.ReasonCanceled},
-		{"not yet valid", &base, now.Add(-2 * time.Hour), events.ReasonNotYetValid},
-		{"expired at the instant", &base, now.Add(time.Hour), events.ReasonExpired},
-		{"last valid instant", &base, now.Add(time.Hour - time.Nanosecond), ""},
-	}
-	for _, c := range cases {
-		v := link.Evaluate("L1", c.st, c.now)
-		if v.Reason != c.want || v.OK != (c.want == "") {
-			t.Errorf("%s: got %+v, want %q", c.name, v, c.want)
-		}
-		if c.want != "" && link.Explain(c.want) == link.Explain("nonsense") {
-			t.Errorf("%s: no plain-words explanation", c.want)
-		}
-	}
-}
-
 func TestPolicyFromBounds(t *testing.T) {
 	p := link.PolicyFrom(&events.Policy{SigninTTL: "2h", DocumentTTL: "1000h", TelehealthGrace: "0s", Reminders: []string{}})
 	if p.SigninTTL != 2*time.Hour || p.DocumentTTL != 72*time.Hour || p.TelehealthGrace != 0 || len(p.Reminders) != 0 {
@@ -110,17 +76,5 @@ func TestPolicyFromBounds(t *testing.T) {
 	d := link.PolicyFrom(nil)
 	if d.SigninTTL != 24*time.Hour || d.TelehealthGrace != 30*time.Minute || len(d.Reminders) != 2 {
 		t.Fatalf("%+v", d)
-	}
-}
-
-func TestScopeSubjects(t *testing.T) {
-	if got := link.ScopeOf(&events.LinkEvent{Purpose: events.PurposeDocument, PracticeID: "p", ClientID: "c", ShareID: "s"}); got != "scope.p.c.doc.s" {
-		t.Fatal(got)
-	}
-	if got := link.ScopeOf(&events.LinkEvent{Purpose: events.PurposeTelehealth, PracticeID: "p", ClientID: "c", AppointmentID: "a"}); got != "scope.p.c.appt.a" {
-		t.Fatal(got)
-	}
-	if link.ClientScopes("p", "c") != "scope.p.c.>" || link.SigninScope("p", "c") != "scope.p.c.signin" {
-		t.Fatal("scope layout changed")
 	}
 }

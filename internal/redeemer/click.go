@@ -2,7 +2,6 @@ package redeemer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -55,7 +55,7 @@ type click struct {
 	// issued is nil when the token names no link.
 	issued *events.LinkEvent
 	// state and seq: the scope's last state (nil if none) and its sequence.
-	state *link.State
+	state *scope.State
 	seq   uint64
 	scope string
 }
@@ -73,7 +73,7 @@ func (r *Redeemer) lookup(ctx context.Context, token string) (*click, error) {
 		return nil, err
 	}
 	if c.issued != nil {
-		c.scope = link.ScopeOf(c.issued)
+		c.scope = scope.OfLink(c.issued)
 	}
 	return c, nil
 }
@@ -103,7 +103,7 @@ func (r *Redeemer) issuedOf(ctx context.Context, linkID string) (*events.LinkEve
 // readState (re)reads the scope's state into c, from any replica: good
 // enough for a page, and for a compare-and-set, which refuses a stale read.
 func (r *Redeemer) readState(ctx context.Context, c *click) error {
-	return r.readStateFrom(ctx, c, r.scopes.LastJSON)
+	return r.readStateFrom(ctx, c, r.scopes.Get)
 }
 
 // readStateFromLeader reads the scope's state from the stream leader: a
@@ -111,20 +111,15 @@ func (r *Redeemer) readState(ctx context.Context, c *click) error {
 // follower read, and must see a cancel or revocation the moment it was
 // acknowledged.
 func (r *Redeemer) readStateFromLeader(ctx context.Context, c *click) error {
-	return r.readStateFrom(ctx, c, r.scopes.LastFromLeaderJSON)
+	return r.readStateFrom(ctx, c, r.scopes.GetFromLeader)
 }
 
-func (r *Redeemer) readStateFrom(ctx context.Context, c *click, read func(context.Context, string, any) (uint64, error)) error {
-	var st link.State
-	seq, err := read(ctx, c.scope, &st)
-	switch {
-	case errors.Is(err, bus.ErrNotFound):
-		c.state, c.seq = nil, 0
-		return nil
-	case err != nil:
+func (r *Redeemer) readStateFrom(ctx context.Context, c *click, read func(context.Context, string) (scope.Entry, error)) error {
+	e, err := read(ctx, c.scope)
+	if err != nil {
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	c.state, c.seq = &st, seq
+	c.state, c.seq = e.StateOrNil(), e.Seq
 	return nil
 }
 
@@ -152,7 +147,7 @@ func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	now := r.clock.Now()
-	v := link.Evaluate(c.linkID, c.state, now)
+	v := c.state.Verdict(c.linkID, now)
 	if method == http.MethodHead {
 		// A HEAD is a scanner's: no side effect but the touch.
 		r.publishClick(ctx, c, events.TypeTouched, "", req, now)
@@ -209,7 +204,7 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 			}
 		}
 		now := r.clock.Now()
-		v := link.Evaluate(c.linkID, c.state, now)
+		v := c.state.Verdict(c.linkID, now)
 		switch {
 		case v.OK:
 		case v.Reason == events.ReasonUsed && r.hasSession(req, c.linkID, now):
@@ -228,17 +223,12 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 		}
 		if c.state.OneTime {
 			used := *c.state
-			used.Change = link.ChangeUsed
+			used.Change = scope.ChangeUsed
 			used.UsedAt = &now
 			used.EventID = "click-" + randomID()
 			used.At = now
-			data, err := json.Marshal(&used)
-			if err != nil {
-				r.unavailable(w, req, req.Method, fmt.Errorf("redeemer: encode state: %w", err))
-				return
-			}
-			if _, err := bus.PublishIfSeq(ctx, r.js, c.scope, data, c.seq); err != nil {
-				if errors.Is(err, bus.ErrConflict) {
+			if _, err := r.scopes.Update(ctx, c.scope, c.seq, &used); err != nil {
+				if errors.Is(err, scope.ErrConflict) {
 					r.m.conflicts.Inc()
 					conflicted = true
 					continue // someone else changed the scope: re-read, re-evaluate

@@ -11,9 +11,9 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // clusterEnv is the fixture's env moved onto a 3-node JetStream cluster
@@ -67,8 +67,8 @@ func (ce *clusterEnv) seenEverywhere(linkID string) {
 			if _, err := links.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
 				return false
 			}
-			var st link.State
-			_, err := scopes.LastJSON(ctx, link.ScopeOf(&ev), &st)
+			var st scope.State
+			_, err := scopes.LastJSON(ctx, scope.OfLink(&ev), &st)
 			return err == nil && st.LinkID == linkID
 		})
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +27,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -151,7 +150,7 @@ type spec struct {
 	Client   string // default c-1
 	EventID  string // required
 	// Kid mints the token (default the keyring's current kid, k1). NoKid
-	// leaves link.State.Kid empty, as an issuer that does not record it.
+	// leaves scope.State.Kid empty, as an issuer that does not record it.
 	Kid      string
 	NoKid    bool
 	ReturnTo string
@@ -197,7 +196,7 @@ func (e *env) issue(s spec) (token, linkID string) {
 		Client:   &events.Client{ID: s.Client, Email: s.Client + "@example.com", Name: "Pat " + s.Client},
 		ReturnTo: s.ReturnTo, DocumentID: s.DocumentID, ShareID: s.ShareID, AppointmentID: s.AppointmentID,
 	}
-	st := link.State{Change: link.ChangeIssued, LinkID: linkID, Purpose: s.Purpose, OneTime: true,
+	st := scope.State{Change: scope.ChangeIssued, LinkID: linkID, Purpose: s.Purpose, OneTime: true,
 		ValidFrom: now, ExpiresAt: now.Add(pol.SigninTTL), EventID: s.EventID, At: now,
 		ActionSeq: e.actionSeq.Add(1)}
 	if !s.NoKid {
@@ -214,26 +213,17 @@ func (e *env) issue(s spec) (token, linkID string) {
 		st.Client = &events.Client{ID: s.Client, Email: s.Client + "@example.com", Name: "Pat " + s.Client}
 	}
 	ev.ValidFrom, ev.ExpiresAt = &st.ValidFrom, &st.ExpiresAt
-	scope := link.ScopeOf(ev)
-	scopes := bus.NewReader(e.js, bus.StreamScopes)
-	for {
-		var old link.State
-		seq, err := scopes.LastJSON(ctx, scope, &old)
-		if err != nil && !errors.Is(err, bus.ErrNotFound) {
-			e.t.Fatal(err)
+	if _, _, err := scope.NewStore(e.js).Mutate(ctx, scope.OfLink(ev), func(cur scope.Entry) (*scope.State, error) {
+		next := st
+		ev.Supersedes = ""
+		if cur.Found() {
+			next.Supersedes, ev.Supersedes = cur.State.LinkID, cur.State.LinkID
 		}
-		if seq != 0 {
-			st.Supersedes, ev.Supersedes = old.LinkID, old.LinkID
-		}
-		data, _ := json.Marshal(&st)
-		if _, err = bus.PublishIfSeq(ctx, e.js, scope, data, seq); err == nil {
-			break
-		} else if !errors.Is(err, bus.ErrConflict) {
-			e.t.Fatal(err)
-		}
+		return &next, nil
+	}); err != nil {
+		e.t.Fatal(err)
 	}
-	data, _ := json.Marshal(ev)
-	if _, err := bus.PublishOnce(ctx, e.js, ev.Subject(), ev.EventID, data, nil); err != nil {
+	if err := bus.PublishEvent(ctx, e.js, ev); err != nil {
 		e.t.Fatal(err)
 	}
 	return token, linkID
@@ -241,7 +231,7 @@ func (e *env) issue(s spec) (token, linkID string) {
 
 // change CAS-publishes a change to the scope of linkID's issued event (what
 // the issuer does on revoke, cancel, reschedule).
-func (e *env) change(linkID string, f func(*link.State)) {
+func (e *env) change(linkID string, f func(*scope.State)) {
 	e.t.Helper()
 	if err := e.changeE(linkID, f); err != nil {
 		e.t.Fatal(err)
@@ -251,32 +241,25 @@ func (e *env) change(linkID string, f func(*link.State)) {
 // changeE is change for any goroutine: it re-reads and retries when the
 // conditional publish loses, as the issuer does, and returns once the new
 // state is written.
-func (e *env) changeE(linkID string, f func(*link.State)) error {
+func (e *env) changeE(linkID string, f func(*scope.State)) error {
 	ctx := context.Background()
 	var ev events.LinkEvent
 	if _, err := bus.NewReader(e.js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
 		return err
 	}
-	return e.changeScope(link.ScopeOf(&ev), f)
+	return e.changeScope(scope.OfLink(&ev), f)
 }
 
-func (e *env) changeScope(scope string, f func(*link.State)) error {
-	ctx := context.Background()
-	for range 32 {
-		var st link.State
-		seq, err := bus.NewReader(e.js, bus.StreamScopes).LastJSON(ctx, scope, &st)
-		if err != nil {
-			return err
+func (e *env) changeScope(subject string, f func(*scope.State)) error {
+	_, _, err := scope.NewStore(e.js).Mutate(context.Background(), subject, func(cur scope.Entry) (*scope.State, error) {
+		if !cur.Found() {
+			return nil, fmt.Errorf("change of %s: no state", subject)
 		}
+		st := cur.State
 		f(&st)
-		data, _ := json.Marshal(&st)
-		if _, err = bus.PublishIfSeq(ctx, e.js, scope, data, seq); err == nil {
-			return nil
-		} else if !errors.Is(err, bus.ErrConflict) {
-			return err
-		}
-	}
-	return fmt.Errorf("change of %s: too many conflicts", scope)
+		return &st, nil
+	})
+	return err
 }
 
 // reschedule is what the issuer does on actions.appointment.rescheduled:
@@ -285,10 +268,10 @@ func (e *env) changeScope(scope string, f func(*link.State)) error {
 func (e *env) reschedule(linkID string, startsAt, endsAt time.Time) error {
 	now := e.clock.Now()
 	grace := e.dir.Get(practiceAcme).Policy.TelehealthGrace
-	return e.changeE(linkID, func(st *link.State) {
+	return e.changeE(linkID, func(st *scope.State) {
 		appt := *st.Appointment
 		appt.StartsAt, appt.EndsAt = &startsAt, &endsAt
-		st.Change, st.Appointment, st.ExpiresAt = link.ChangeRescheduled, &appt, endsAt.Add(grace)
+		st.Change, st.Appointment, st.ExpiresAt = scope.ChangeRescheduled, &appt, endsAt.Add(grace)
 		st.EventID, st.At = "ev-resched-"+startsAt.Format("20060102T150405"), now
 	})
 }
@@ -296,8 +279,8 @@ func (e *env) reschedule(linkID string, startsAt, endsAt time.Time) error {
 // cancel is what the issuer does on actions.appointment.canceled.
 func (e *env) cancel(linkID string) error {
 	now := e.clock.Now()
-	return e.changeE(linkID, func(st *link.State) {
-		st.Change, st.CanceledAt, st.EventID, st.At = link.ChangeCanceled, &now, "ev-cancel", now
+	return e.changeE(linkID, func(st *scope.State) {
+		st.Change, st.CanceledAt, st.EventID, st.At = scope.ChangeCanceled, &now, "ev-cancel", now
 	})
 }
 
@@ -305,14 +288,14 @@ func (e *env) cancel(linkID string) error {
 // every scope of the client gets a revoked state.
 func (e *env) revokeClient(practiceID, clientID, reason string) {
 	e.t.Helper()
-	scopes, err := bus.NewReader(e.js, bus.StreamScopes).Subjects(context.Background(), link.ClientScopes(practiceID, clientID))
+	subjects, err := scope.NewStore(e.js).ListClient(context.Background(), practiceID, clientID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	now := e.clock.Now()
-	for scope := range scopes {
-		if err := e.changeScope(scope, func(st *link.State) {
-			st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = link.ChangeRevoked, &now, reason, "ev-revoke-"+clientID, now
+	for _, subject := range subjects {
+		if err := e.changeScope(subject, func(st *scope.State) {
+			st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = scope.ChangeRevoked, &now, reason, "ev-revoke-"+clientID, now
 		}); err != nil {
 			e.t.Fatal(err)
 		}
@@ -425,7 +408,7 @@ func (a answer) refused(t testing.TB, status int, reason string) {
 	if a.status != status || a.reason() != reason {
 		t.Fatalf("got %d reason %q, want %d %q\n%s", a.status, a.reason(), status, reason, a.body)
 	}
-	if !strings.Contains(a.body, htmlEscape(link.Explain(reason))) {
+	if !strings.Contains(a.body, htmlEscape(scope.Explain(reason))) {
 		t.Fatalf("page does not explain %q in plain words:\n%s", reason, a.body)
 	}
 }

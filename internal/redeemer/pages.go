@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Page structure (what tests and the acceptance suite rely on):
@@ -20,7 +20,7 @@ import (
 //     and exactly one <form method="post" action="/l/<token>"> with one
 //     <button>;
 //   - refusal page (410, or 404 for not_found): <meta name="linkpipe-reason"
-//     content="<code>">, an <h1> and a <p class="reason"> with link.Explain in
+//     content="<code>">, an <h1> and a <p class="reason"> with scope.Explain in
 //     plain words, and, when the link exists, one
 //     <form method="post" action="/l/<token>/renew"> whose button says
 //     "Email me a new link";
@@ -193,7 +193,7 @@ var headings = map[string]string{
 // refuse renders the refusal page: 404 for not_found, 410 otherwise. The
 // renewal button appears whenever the link exists.
 func (r *Redeemer) refuse(w http.ResponseWriter, c *click, reason string) {
-	d := pageData{Reason: reason, Heading: headings[reason], Message: link.Explain(reason)}
+	d := pageData{Reason: reason, Heading: headings[reason], Message: scope.Explain(reason)}
 	if d.Heading == "" {
 		d.Heading = "This link cannot be used"
 	}
@@ -210,7 +210,7 @@ func (r *Redeemer) refuse(w http.ResponseWriter, c *click, reason string) {
 }
 
 // appointmentWhen says when a telehealth appointment starts, in its zone.
-func appointmentWhen(st *link.State) string {
+func appointmentWhen(st *scope.State) string {
 	if st == nil || st.Appointment == nil || st.Appointment.StartsAt == nil {
 		return ""
 	}

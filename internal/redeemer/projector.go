@@ -12,7 +12,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Run is the projector: it follows the durable consumer "projector" on
@@ -50,7 +50,7 @@ func (r *Redeemer) project(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	var st link.State
+	var st scope.State
 	if err := json.Unmarshal(m.Data(), &st); err != nil {
 		err = fmt.Errorf("redeemer: scope state unreadable: %w", err)
 		if dlErr := bus.DeadLetter(ctx, r.js, "scopes", m, err); dlErr != nil {
@@ -84,7 +84,7 @@ func (r *Redeemer) project(ctx context.Context, m jetstream.Msg) {
 // .revoked with the revocation reason, "canceled" → .revoked with reason
 // "canceled"; "issued" and "rescheduled" imply nothing here (the issuer
 // publishes issued itself).
-func Derive(scopeSubject string, st *link.State, seq uint64) *events.LinkEvent {
+func Derive(scopeSubject string, st *scope.State, seq uint64) *events.LinkEvent {
 	ev := &events.LinkEvent{
 		EventID: "scope-" + strconv.FormatUint(seq, 10), LinkID: st.LinkID, Purpose: st.Purpose,
 		CauseEventID: st.EventID, At: st.At,
@@ -94,18 +94,18 @@ func Derive(scopeSubject string, st *link.State, seq uint64) *events.LinkEvent {
 		ev.PracticeID, ev.ClientID = parts[1], parts[2]
 	}
 	switch st.Change {
-	case link.ChangeUsed:
+	case scope.ChangeUsed:
 		ev.Type = events.TypeUsed
 		if st.UsedAt != nil {
 			ev.At = *st.UsedAt
 		}
-	case link.ChangeRevoked:
+	case scope.ChangeRevoked:
 		ev.Type = events.TypeRevoked
 		ev.Reason = st.RevokedReason
 		if st.RevokedAt != nil {
 			ev.At = *st.RevokedAt
 		}
-	case link.ChangeCanceled:
+	case scope.ChangeCanceled:
 		ev.Type = events.TypeRevoked
 		ev.Reason = events.ReasonCanceled
 		if st.CanceledAt != nil {

@@ -8,7 +8,7 @@
 //
 // The token names a link (link.ID); the link's issued event (LINKS, immutable,
 // cached) names its scope; the scope's last message (SCOPES) is its state;
-// link.Evaluate gives the verdict. A GET never changes state. A POST of a
+// scope.State.Verdict gives the verdict. A GET never changes state. A POST of a
 // one-time link publishes the "used" state on the scope subject with
 // expected-last-subject-sequence = the sequence it read, so exactly one of any
 // number of concurrent redeemers, on any number of replicas, wins; the others
@@ -54,6 +54,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -125,7 +126,7 @@ type Redeemer struct {
 	cfg       Config
 	js        jetstream.JetStream
 	links     *bus.Reader
-	scopes    *bus.Reader
+	scopes    *scope.Store
 	clock     clock.Clock
 	log       *slog.Logger
 	m         *metrics
@@ -197,7 +198,7 @@ func New(cfg Config) (*Redeemer, error) {
 		cfg:       cfg,
 		js:        cfg.JS,
 		links:     bus.NewReader(cfg.JS, bus.StreamLinks),
-		scopes:    bus.NewReader(cfg.JS, bus.StreamScopes),
+		scopes:    scope.NewStore(cfg.JS),
 		clock:     cfg.Clock,
 		log:       cfg.Log,
 		m:         m,

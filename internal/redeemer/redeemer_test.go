@@ -14,8 +14,8 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -175,8 +175,8 @@ func TestExpiredNotYetValidRevokedCanceled(t *testing.T) {
 
 	tok, id := e.issue(spec{EventID: "ev-rev", Client: "c-3"})
 	now := e.clock.Now()
-	e.change(id, func(st *link.State) {
-		st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = link.ChangeRevoked, &now, "client asked", "ev-revoke", now
+	e.change(id, func(st *scope.State) {
+		st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = scope.ChangeRevoked, &now, "client asked", "ev-revoke", now
 	})
 	do(t, c, "POST", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonRevoked)
 	eventually(t, "revoked event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 })
@@ -186,10 +186,10 @@ func TestExpiredNotYetValidRevokedCanceled(t *testing.T) {
 
 	start := now.Add(2 * time.Hour)
 	tok, id = e.issue(spec{EventID: "ev-tele", Purpose: events.PurposeTelehealth, AppointmentID: "a-1", StartsAt: start, EndsAt: start.Add(time.Hour)})
-	e.change(id, func(st *link.State) { st.ValidFrom = start.Add(-15 * time.Minute) })
+	e.change(id, func(st *scope.State) { st.ValidFrom = start.Add(-15 * time.Minute) })
 	do(t, c, "GET", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonNotYetValid)
-	e.change(id, func(st *link.State) {
-		st.Change, st.CanceledAt, st.EventID, st.At = link.ChangeCanceled, &now, "ev-cancel", now
+	e.change(id, func(st *scope.State) {
+		st.Change, st.CanceledAt, st.EventID, st.At = scope.ChangeCanceled, &now, "ev-cancel", now
 	})
 	do(t, c, "GET", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonCanceled)
 	eventually(t, "canceled event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 })
@@ -582,14 +582,14 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 func TestDerive(t *testing.T) {
 	at := t0.Add(time.Minute)
 	for _, tc := range []struct {
-		st         link.State
+		st         scope.State
 		typ, reasn string
 	}{
-		{link.State{Change: link.ChangeIssued, LinkID: "Lx"}, "", ""},
-		{link.State{Change: link.ChangeRescheduled, LinkID: "Lx"}, "", ""},
-		{link.State{Change: link.ChangeUsed, LinkID: "Lx", UsedAt: &at}, events.TypeUsed, ""},
-		{link.State{Change: link.ChangeRevoked, LinkID: "Lx", RevokedAt: &at, RevokedReason: "lost phone"}, events.TypeRevoked, "lost phone"},
-		{link.State{Change: link.ChangeCanceled, LinkID: "Lx", CanceledAt: &at}, events.TypeRevoked, events.ReasonCanceled},
+		{scope.State{Change: scope.ChangeIssued, LinkID: "Lx"}, "", ""},
+		{scope.State{Change: scope.ChangeRescheduled, LinkID: "Lx"}, "", ""},
+		{scope.State{Change: scope.ChangeUsed, LinkID: "Lx", UsedAt: &at}, events.TypeUsed, ""},
+		{scope.State{Change: scope.ChangeRevoked, LinkID: "Lx", RevokedAt: &at, RevokedReason: "lost phone"}, events.TypeRevoked, "lost phone"},
+		{scope.State{Change: scope.ChangeCanceled, LinkID: "Lx", CanceledAt: &at}, events.TypeRevoked, events.ReasonCanceled},
 	} {
 		ev := redeemer.Derive("scope.acme.c-1.appt.a-1", &tc.st, 42)
 		if tc.typ == "" {

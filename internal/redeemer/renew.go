@@ -12,8 +12,8 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // Results of a renewal request (linkpipe_redeemer_renewals_total{result}).
@@ -166,7 +166,7 @@ func signinRenewal(c *click, rid string) *events.SigninRequested {
 // recipient is the address on record for a link: an appointment scope's
 // client (its newest address) if the scope state names one, else the
 // client of the link's issued event. Its id is always the link's client id.
-func recipient(iss *events.LinkEvent, st *link.State) (events.Client, bool) {
+func recipient(iss *events.LinkEvent, st *scope.State) (events.Client, bool) {
 	var to events.Client
 	switch {
 	case st != nil && st.Client != nil && st.Client.Email != "":
@@ -189,7 +189,7 @@ func recipient(iss *events.LinkEvent, st *link.State) (events.Client, bool) {
 // The mailer re-derives the token from (kid, purpose, practice, mint event
 // id). The mint event id is the current link's issued event's
 // cause_event_id. The kid is the clicked token's prefix when the clicked
-// link is the current one, else the scope state's kid (link.State.Kid,
+// link is the current one, else the scope state's kid (scope.State.Kid,
 // written by the issuer when it makes a link current). Without it the
 // redeemer, which has no link key, cannot name the current link's token,
 // and falls back to a sign-in link rather than queue an email the mailer
@@ -205,7 +205,7 @@ func (r *Redeemer) currentAppointmentMail(ctx context.Context, c *click, rid str
 	if st == nil {
 		return nil, "the appointment has no state", nil
 	}
-	if v := link.Evaluate(st.LinkID, st, now); !v.OK && v.Reason != events.ReasonNotYetValid {
+	if v := st.Verdict(st.LinkID, now); !v.OK && v.Reason != events.ReasonNotYetValid {
 		return nil, "the appointment's link is " + v.Reason, nil
 	}
 	if st.Appointment == nil || st.Appointment.StartsAt == nil {
@@ -219,7 +219,7 @@ func (r *Redeemer) currentAppointmentMail(ctx context.Context, c *click, rid str
 		if cur, err = r.issuedOf(ctx, st.LinkID); err != nil {
 			return nil, "", err
 		}
-		if cur == nil || cur.Purpose != events.PurposeTelehealth || link.ScopeOf(cur) != c.scope {
+		if cur == nil || cur.Purpose != events.PurposeTelehealth || scope.OfLink(cur) != c.scope {
 			return nil, "the current link's issued event is missing", nil
 		}
 	}

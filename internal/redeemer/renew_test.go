@@ -14,9 +14,9 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 const renewedText = "If this link is on record, we've emailed a new one"
@@ -262,7 +262,7 @@ func TestTelehealthRenewalFallsBackToSignin(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The address on record is the scope's newest.
-			e.change(id, func(st *link.State) { st.Client.Email = "new-" + client + "@example.com" })
+			e.change(id, func(st *scope.State) { st.Client.Email = "new-" + client + "@example.com" })
 			return tok
 		},
 		"revoked": func(t *testing.T, client string) string {

@@ -1,94 +1,10 @@
-package link
+package scope
 
 import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
 )
-
-// Policy is the set of link rules in force for one practice.
-type Policy struct {
-	SigninTTL       time.Duration
-	DocumentTTL     time.Duration
-	TelehealthGrace time.Duration
-	// Reminders are the default offsets before an appointment's start.
-	Reminders []time.Duration
-}
-
-// DefaultPolicy returns DESIGN.md's defaults.
-func DefaultPolicy() Policy {
-	return Policy{
-		SigninTTL:       24 * time.Hour,
-		DocumentTTL:     72 * time.Hour,
-		TelehealthGrace: 30 * time.Minute,
-		Reminders:       []time.Duration{72 * time.Hour, 24 * time.Hour},
-	}
-}
-
-// PolicyFrom overlays a practice's overrides on the defaults. Values are
-// validated by events.PracticeUpdated.Validate; an invalid one here (which
-// only a hand-edited bucket could hold) keeps the default.
-func PolicyFrom(p *events.Policy) Policy {
-	pol := DefaultPolicy()
-	if p == nil {
-		return pol
-	}
-	if d, err := events.ParseDurationBounded("", p.SigninTTL, events.MinSigninTTL, events.MaxSigninTTL); err == nil {
-		pol.SigninTTL = d
-	}
-	if d, err := events.ParseDurationBounded("", p.DocumentTTL, events.MinDocumentTTL, events.MaxDocumentTTL); err == nil {
-		pol.DocumentTTL = d
-	}
-	if d, err := events.ParseDurationBounded("", p.TelehealthGrace, events.MinTelehealthGrace, events.MaxTelehealthGrace); err == nil {
-		pol.TelehealthGrace = d
-	}
-	if p.Reminders != nil {
-		if r, err := events.ParseReminders("", p.Reminders); err == nil {
-			pol.Reminders = r
-		}
-	}
-	return pol
-}
-
-// Scope subjects live in the SCOPES stream. The client id is part of every
-// scope subject so that all scopes of a client can be listed (revocation).
-const (
-	ScopePrefix = "scope."
-	// ScopeAll is the SCOPES stream's subject filter.
-	ScopeAll = "scope.>"
-)
-
-// SigninScope is the scope of a client's sign-in links.
-func SigninScope(practice, client string) string {
-	return ScopePrefix + practice + "." + client + ".signin"
-}
-
-// DocumentScope is the scope of one document share.
-func DocumentScope(practice, client, share string) string {
-	return ScopePrefix + practice + "." + client + ".doc." + share
-}
-
-// AppointmentScope is the scope of one appointment's telehealth link.
-func AppointmentScope(practice, client, appointment string) string {
-	return ScopePrefix + practice + "." + client + ".appt." + appointment
-}
-
-// ClientScopes is the filter matching every scope of a client.
-func ClientScopes(practice, client string) string {
-	return ScopePrefix + practice + "." + client + ".>"
-}
-
-// ScopeOf returns the scope subject of an issued link event.
-func ScopeOf(ev *events.LinkEvent) string {
-	switch ev.Purpose {
-	case events.PurposeDocument:
-		return DocumentScope(ev.PracticeID, ev.ClientID, ev.ShareID)
-	case events.PurposeTelehealth:
-		return AppointmentScope(ev.PracticeID, ev.ClientID, ev.AppointmentID)
-	default:
-		return SigninScope(ev.PracticeID, ev.ClientID)
-	}
-}
 
 // Changes recorded in State.Change.
 const (
@@ -158,10 +74,11 @@ type Verdict struct {
 	Reason string
 }
 
-// Evaluate decides whether linkID may be used at now given its scope's
-// state. The order of the checks makes the reason the most useful one: a
+// Verdict decides whether linkID may be used at now given the scope's
+// state st (nil: the scope has no state, so the link was never issued).
+// The order of the checks makes the reason the most useful one: a
 // superseded or revoked link says so even if it has also expired.
-func Evaluate(linkID string, st *State, now time.Time) Verdict {
+func (st *State) Verdict(linkID string, now time.Time) Verdict {
 	switch {
 	case st == nil:
 		return Verdict{Reason: events.ReasonNotFound}
@@ -179,6 +96,13 @@ func Evaluate(linkID string, st *State, now time.Time) Verdict {
 		return Verdict{Reason: events.ReasonExpired}
 	}
 	return Verdict{OK: true}
+}
+
+// Live reports whether linkID is the scope's current link and has not
+// been revoked or canceled: the only kind of link worth an email. Use and
+// time are not considered (a used telehealth link is live).
+func (st *State) Live(linkID string) bool {
+	return st != nil && linkID != "" && st.LinkID == linkID && st.RevokedAt == nil && st.CanceledAt == nil
 }
 
 // Explain returns the plain-words sentence for a refusal reason, for pages,
