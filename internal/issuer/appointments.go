@@ -190,12 +190,10 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 		if err != nil {
 			return step{}, err
 		}
-		switch ord {
-		case ordLatest:
-			return step{outcome: outcomeDuplicate, effects: true}, nil
-		case ordDone:
-			return step{outcome: outcomeDuplicate}, nil
-		case ordOlder:
+		if s, ok := alreadyApplied(ord); ok {
+			return s, nil
+		}
+		if ord == ordOlder {
 			return step{outcome: outcomeStale}, nil
 		}
 		if !cur.Found() {
@@ -321,11 +319,8 @@ func (i *Issuer) changeAppointment(ctx context.Context, d *delivery, apptID stri
 		if err != nil {
 			return step{}, err
 		}
-		switch ord {
-		case ordLatest:
-			return step{outcome: outcomeDuplicate, effects: true}, nil
-		case ordDone:
-			return step{outcome: outcomeDuplicate}, nil
+		if s, ok := alreadyApplied(ord); ok {
+			return s, nil
 		}
 		return c.decide(cur, ord, &h)
 	})

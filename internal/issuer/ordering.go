@@ -66,6 +66,20 @@ func (i *Issuer) order(ctx context.Context, d *delivery, cur *scope.Entry, chang
 	return ordNew, nil
 }
 
+// alreadyApplied is the step of an action that order placed as applied:
+// ordLatest (it wrote the current state: finish its side effects) or
+// ordDone (nothing to do). ok is false for ordNew and ordOlder, which each
+// action's own rules decide.
+func alreadyApplied(ord ordering) (s step, ok bool) {
+	switch ord {
+	case ordLatest:
+		return step{outcome: outcomeDuplicate, effects: true}, true
+	case ordDone:
+		return step{outcome: outcomeDuplicate}, true
+	}
+	return step{}, false
+}
+
 // history answers, at most once per handling, whether an earlier state of
 // a scope was written by an action.
 type history struct {
