@@ -281,7 +281,7 @@ func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 	seenScope := map[string]string{}
 	for i := range n {
 		eventID, clientID := "evt-"+strconv.Itoa(i), "client-"+strconv.Itoa(i)
-		tok, _ := keys.Mint(keys.CurrentKid(), events.PurposeSignin, "acme", eventID)
+		tok, _ := keys.Mint(keys.CurrentKid(), events.PurposeSignin, scope.Signin("acme", clientID), eventID)
 		linkID, _ := link.ID(tok)
 		var ev events.LinkEvent
 		if _, err := linksR.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {

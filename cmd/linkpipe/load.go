@@ -20,6 +20,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/devstack"
+	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // runLoad starts an all-in-one stack (one replica of each worker on the
@@ -103,7 +104,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	// Redemptions: the load tool knows the dev stack's link key.
 	tokens := make([]string, *nRedeem)
 	for i := range tokens {
-		if tokens[i], err = st.Keys().Mint(st.Keys().CurrentKid(), events.PurposeSignin, devstack.DemoPractice, ids[i]); err != nil {
+		if tokens[i], err = st.Keys().Mint(st.Keys().CurrentKid(), events.PurposeSignin, scope.Signin(devstack.DemoPractice, "c"+strconv.Itoa(i)), ids[i]); err != nil {
 			return err
 		}
 	}

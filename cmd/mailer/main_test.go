@@ -29,6 +29,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 )
 
@@ -128,14 +129,14 @@ func TestBinaryExitsTwoOnBadConfig(t *testing.T) {
 func command(t *testing.T, eventID, email string) *mail.Command {
 	t.Helper()
 	keys := link.NewKeyring("k1", testKey)
-	token, err := keys.Mint("k1", events.PurposeSignin, "acme", eventID)
+	token, err := keys.Mint("k1", events.PurposeSignin, scope.Signin("acme", "c-"+eventID), eventID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, _ := link.ID(token)
 	now := time.Now().UTC()
 	return &mail.Command{MailID: id + "-signin", Kind: mail.KindSignin, PracticeID: "acme",
-		To: events.Client{ID: "c-" + eventID, Email: email}, LinkID: id, Kid: "k1", Purpose: events.PurposeSignin,
+		To: events.Client{ID: "c-" + eventID, Email: email}, LinkID: id, Kid: "k1", Purpose: events.PurposeSignin, Scope: scope.Signin("acme", "c-"+eventID),
 		MintEventID: eventID, ValidFrom: now, ExpiresAt: now.Add(24 * time.Hour), CauseEventID: eventID, At: now}
 }
 

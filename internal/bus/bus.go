@@ -33,6 +33,9 @@ const (
 	ConsumerProjector = "projector"
 
 	BucketPractices = "linkpipe_practices"
+	// BucketEventClaims binds each event id (per practice) to the action
+	// that first used it: the issuer's claims, see issuer.claim.
+	BucketEventClaims = "linkpipe_event_claims"
 )
 
 // Subjects of linkpipe's own streams.
@@ -209,6 +212,12 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Description: "practice settings, newest wins (actions.practice.updated)",
 	}); err != nil {
 		return fmt.Errorf("bus: bucket %s: %w", BucketPractices, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketEventClaims, History: 1, Replicas: o.Replicas,
+		Description: "event id -> the action (subject and client or appointment) that first used it",
+	}); err != nil {
+		return fmt.Errorf("bus: bucket %s: %w", BucketEventClaims, err)
 	}
 	return nil
 }

@@ -163,7 +163,7 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 	linkID := ""
 	if a.Appointment.Telehealth {
 		var err error
-		if linkID, err = i.mintID(kid, events.PurposeTelehealth, p, a.EventID); err != nil {
+		if linkID, err = i.mintID(kid, events.PurposeTelehealth, subject, a.EventID); err != nil {
 			return result{}, err
 		}
 	}
@@ -232,7 +232,7 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 		if ours {
 			mint = a.EventID
 		}
-		if err := i.queueApptMail(ctx, d, st, mail.KindAppointmentConfirmed, mailID, mint, now); err != nil {
+		if err := i.queueApptMail(ctx, d, &cur, mail.KindAppointmentConfirmed, mailID, mint, now); err != nil {
 			return result{}, err
 		}
 		if err := i.planReminders(ctx, p, apptID, subject); err != nil {
@@ -266,7 +266,8 @@ func (i *Issuer) ensureApptIssued(ctx context.Context, d *delivery, st *scope.St
 // the state's client, with its current appointment details, carrying the
 // current link if there is one that works (not revoked; a cancellation
 // email names the link for its lifecycle events but does not show it).
-func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *scope.State, kind, mailID, mint string, now time.Time) error {
+func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, cur *scope.Entry, kind, mailID, mint string, now time.Time) error {
+	st := &cur.State
 	if st.Client == nil || st.Appointment == nil {
 		return poison(fmt.Errorf("issuer: appointment scope state without client or appointment (event %s)", st.EventID))
 	}
@@ -275,11 +276,11 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, st *scope.State
 		Appointment: clonedAppt(*st.Appointment), CauseEventID: d.env.EventID, At: now,
 	}
 	if st.LinkID != "" && st.RevokedAt == nil && (st.CanceledAt == nil || kind == mail.KindAppointmentCanceled) {
-		kid, mintEventID, err := i.linkRef(ctx, d.env.PracticeID, st, mint)
+		kid, mintEventID, err := i.linkRef(ctx, cur.Subject, st, mint)
 		if err != nil {
 			return err
 		}
-		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.MintEventID = st.LinkID, kid, st.Purpose, mintEventID
+		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID = st.LinkID, kid, st.Purpose, cur.Subject, mintEventID
 		cmd.ValidFrom, cmd.ExpiresAt = st.ValidFrom, st.ExpiresAt
 	}
 	return mail.Queue(ctx, i.js, cmd)
@@ -386,7 +387,7 @@ func (i *Issuer) appointmentRescheduled(ctx context.Context, d *delivery) (resul
 		},
 		effects: func(ctx context.Context, cur *scope.Entry) error {
 			mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentRescheduled)
-			if err := i.queueApptMail(ctx, d, &cur.State, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
+			if err := i.queueApptMail(ctx, d, cur, mail.KindAppointmentRescheduled, mailID, "", now); err != nil {
 				return err
 			}
 			return i.planReminders(ctx, p, apptID, cur.Subject)
@@ -433,7 +434,7 @@ func (i *Issuer) appointmentCanceled(ctx context.Context, d *delivery) (result, 
 				return err
 			}
 			mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentCanceled)
-			return i.queueApptMail(ctx, d, &cur.State, mail.KindAppointmentCanceled, mailID, "", now)
+			return i.queueApptMail(ctx, d, cur, mail.KindAppointmentCanceled, mailID, "", now)
 		},
 	})
 }
@@ -482,7 +483,7 @@ func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, 
 		return result{outcome: outcome, linkID: st.LinkID}, nil
 	}
 	mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentReminder)
-	if err := i.queueApptMail(ctx, d, st, mail.KindAppointmentReminder, mailID, "", now); err != nil {
+	if err := i.queueApptMail(ctx, d, &cur, mail.KindAppointmentReminder, mailID, "", now); err != nil {
 		return result{}, err
 	}
 	log.Info("reminder queued", keyMailID, mailID)

@@ -66,7 +66,7 @@ func TestScheduledTelehealthIssuesOneMultiUseLink(t *testing.T) {
 		!cmd.ExpiresAt.Equal(ends.Add(grace)) || !cmd.ValidFrom.Equal(tA) || cmd.CauseEventID != "evt-ap1" {
 		t.Errorf("confirmation: %+v", cmd)
 	}
-	token, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+	token, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +439,7 @@ func TestReminderCarriesTheCurrentLink(t *testing.T) {
 			!cmd.ExpiresAt.Equal(ends.Add(grace)) || !cmd.Appointment.StartsAt.Equal(starts) || cmd.To != a.Client {
 			t.Errorf("%s: reminder %+v", id, cmd)
 		}
-		token, _ := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+		token, _ := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
 		if msg, err := mail.Render(&cmd, e.dir.Get("acme"), "https://r.example/l/"+token); err != nil ||
 			!strings.Contains(msg.Text, token) || !strings.HasPrefix(msg.Subject, "Reminder") {
 			t.Errorf("%s: rendered reminder: %v %+v", id, err, msg)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +44,10 @@ type env struct {
 	iss     *issuer.Issuer
 	stop    func()
 	scopesR *bus.Reader
+	// mu guards scopeOf: event id -> scope subject of the actions
+	// published (remember).
+	mu      sync.Mutex
+	scopeOf map[string]string
 	links   *bus.Reader
 	mail    *bus.Reader
 	db      *bolt.DB
@@ -125,6 +131,7 @@ func (e *env) start() { e.stop = e.run(e.iss) }
 
 func (e *env) publish(a events.Action) uint64 {
 	e.t.Helper()
+	e.remember(a)
 	ack, err := events.Publish(e.ctx, e.js, a)
 	if err != nil {
 		e.t.Fatal(err)
@@ -149,6 +156,7 @@ func (e *env) publishRaw(subject, msgID string, data []byte) uint64 {
 
 func (e *env) marshal(a events.Action) []byte {
 	e.t.Helper()
+	e.remember(a)
 	data, err := json.Marshal(a)
 	if err != nil {
 		e.t.Fatal(err)
@@ -293,10 +301,36 @@ func (e *env) metric(reg *prometheus.Registry, name string, labels map[string]st
 	return 0
 }
 
-// linkIDOf is the link id an action's event id mints for purpose.
+// remember records the scope subject a published action's link is bound
+// to, for linkIDOf.
+func (e *env) remember(a events.Action) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.scopeOf == nil {
+		e.scopeOf = map[string]string{}
+	}
+	env := events.EnvelopeOf(a)
+	switch a := a.(type) {
+	case *events.SigninRequested:
+		e.scopeOf[env.EventID] = scope.Signin(env.PracticeID, a.Client.ID)
+	case *events.DocumentShared:
+		e.scopeOf[env.EventID] = scope.Document(env.PracticeID, a.Client.ID, a.ShareID)
+	case *events.AppointmentScheduled:
+		e.scopeOf[env.EventID] = scope.Appointment(env.PracticeID, a.Client.ID, a.Appointment.ID)
+	}
+}
+
+// linkIDOf is the link id an action's event id mints for purpose, in the
+// scope of the action with that event id this test published.
 func (e *env) linkIDOf(purpose, practiceID, eventID string) string {
 	e.t.Helper()
-	tok, err := e.keys.Mint(e.keys.CurrentKid(), purpose, practiceID, eventID)
+	e.mu.Lock()
+	subject, ok := e.scopeOf[eventID]
+	e.mu.Unlock()
+	if !ok || !strings.HasPrefix(subject, scope.Prefix+practiceID+".") {
+		e.t.Fatalf("linkIDOf: this test published no link-minting action %s of practice %s", eventID, practiceID)
+	}
+	tok, err := e.keys.Mint(e.keys.CurrentKid(), purpose, subject, eventID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -137,6 +137,7 @@ type Issuer struct {
 	links       *bus.Reader
 	actions     *bus.Reader
 	m           *metrics
+	claims      *claims
 	routes      map[string]route
 }
 
@@ -232,16 +233,17 @@ func New(cfg Config) (*Issuer, error) {
 		links:   bus.NewReader(cfg.JS, bus.StreamLinks),
 		actions: bus.NewReader(cfg.JS, bus.StreamActions),
 		m:       m,
+		claims:  &claims{js: cfg.JS},
 	}
 	i.routes = map[string]route{
-		events.SubjectSigninRequested:        {handle: i.signin, ledger: true},
-		events.SubjectDocumentShared:         {handle: i.document, ledger: true},
+		events.SubjectSigninRequested:        {handle: i.claimed(i.signin), ledger: true},
+		events.SubjectDocumentShared:         {handle: i.claimed(i.document), ledger: true},
 		events.SubjectPracticeUpdated:        {handle: i.practiceUpdated, inline: true},
-		events.SubjectAppointmentScheduled:   {handle: i.appointmentScheduled, ledger: true},
-		events.SubjectAppointmentRescheduled: {handle: i.appointmentRescheduled, ledger: true},
-		events.SubjectAppointmentCanceled:    {handle: i.appointmentCanceled, ledger: true},
-		events.SubjectAppointmentReminder:    {handle: i.appointmentReminder, ledger: true},
-		events.SubjectClientLinksRevoked:     {handle: i.linksRevoked, ledger: true},
+		events.SubjectAppointmentScheduled:   {handle: i.claimed(i.appointmentScheduled), ledger: true},
+		events.SubjectAppointmentRescheduled: {handle: i.claimed(i.appointmentRescheduled), ledger: true},
+		events.SubjectAppointmentCanceled:    {handle: i.claimed(i.appointmentCanceled), ledger: true},
+		events.SubjectAppointmentReminder:    {handle: i.claimed(i.appointmentReminder), ledger: true},
+		events.SubjectClientLinksRevoked:     {handle: i.claimed(i.linksRevoked), ledger: true},
 	}
 	return i, nil
 }

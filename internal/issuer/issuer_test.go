@@ -61,7 +61,7 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 		!cmd.ValidFrom.Equal(t0) || !cmd.ExpiresAt.Equal(t0.Add(24*time.Hour)) || !cmd.At.Equal(t0) {
 		t.Errorf("mail command: %+v", cmd)
 	}
-	token, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+	token, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
 	if err != nil {
 		t.Fatal(err)
 	}

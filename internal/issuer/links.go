@@ -76,7 +76,7 @@ func (i *Issuer) document(ctx context.Context, d *delivery) (result, error) {
 // crash interrupted and repeats nothing.
 func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, error) {
 	kid := i.keys.CurrentKid()
-	token, err := i.keys.Mint(kid, sp.purpose, d.env.PracticeID, d.env.EventID)
+	token, err := i.keys.Mint(kid, sp.purpose, sp.scope, d.env.EventID)
 	if err != nil {
 		return result{}, fmt.Errorf("issuer: mint: %w", err)
 	}
@@ -225,7 +225,7 @@ func (i *Issuer) queueMail(ctx context.Context, d *delivery, sp linkSpec, kid, l
 	cmd := mail.Command{
 		MailID: mail.LinkMailID(linkID, sp.mailKind), Kind: sp.mailKind,
 		PracticeID: d.env.PracticeID, To: sp.client, LinkID: linkID,
-		Kid: kid, Purpose: sp.purpose, MintEventID: d.env.EventID,
+		Kid: kid, Purpose: sp.purpose, Scope: sp.scope, MintEventID: d.env.EventID,
 		ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Document: sp.document,
 		CauseEventID: d.env.EventID, At: w.at,
 	}

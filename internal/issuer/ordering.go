@@ -104,9 +104,10 @@ func (i *Issuer) wroteBefore(ctx context.Context, subject, eventID, change strin
 	return found, nil
 }
 
-// mintID returns the link id the action's event id mints for purpose.
-func (i *Issuer) mintID(kid, purpose, practiceID, eventID string) (string, error) {
-	token, err := i.keys.Mint(kid, purpose, practiceID, eventID)
+// mintID returns the link id the action's event id mints for purpose in
+// the scope subject.
+func (i *Issuer) mintID(kid, purpose, subject, eventID string) (string, error) {
+	token, err := i.keys.Mint(kid, purpose, subject, eventID)
 	if err != nil {
 		return "", fmt.Errorf("issuer: mint: %w", err)
 	}
@@ -120,12 +121,12 @@ func (i *Issuer) mintID(kid, purpose, practiceID, eventID string) (string, error
 // linkRef returns the key id and mint event id with which the mailer
 // re-derives the token of st's current link. mint, when not empty, is the
 // event id the caller believes minted it (saves reading the issued event).
-func (i *Issuer) linkRef(ctx context.Context, practiceID string, st *scope.State, mint string) (kid, mintEventID string, err error) {
+func (i *Issuer) linkRef(ctx context.Context, subject string, st *scope.State, mint string) (kid, mintEventID string, err error) {
 	matches := func(kid, eventID string) bool {
 		if kid == "" || eventID == "" {
 			return false
 		}
-		id, err := i.mintID(kid, st.Purpose, practiceID, eventID)
+		id, err := i.mintID(kid, st.Purpose, subject, eventID)
 		return err == nil && id == st.LinkID
 	}
 	if matches(st.Kid, mint) {

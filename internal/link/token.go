@@ -78,16 +78,21 @@ func NewKeyring(kid string, key []byte) *Keyring {
 // CurrentKid is the id of the key that mints new tokens.
 func (k *Keyring) CurrentKid() string { return k.current }
 
-// Mint derives the token of a link from the action that creates it. The same
-// (kid, purpose, practice, event id) always yields the same token, which is
-// what makes minting idempotent without ever storing the token.
-func (k *Keyring) Mint(kid, purpose, practiceID, eventID string) (string, error) {
+// Mint derives the token of a link from the action that creates it and
+// what the link is bound to: its purpose and its scope subject
+// (scope.<practice>.<client>.<kind>[.<id>], which names the practice, the
+// client and the share or appointment). The same (kid, purpose, scope,
+// event id) always yields the same token, which is what makes minting
+// idempotent without ever storing the token; an event id reused for
+// another client or scope yields another token, so a link minted for one
+// client can never become another client's.
+func (k *Keyring) Mint(kid, purpose, scope, eventID string) (string, error) {
 	key, ok := k.keys[kid]
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrUnknownKid, kid)
 	}
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("linkpipe/link/v1\x00" + purpose + "\x00" + practiceID + "\x00" + eventID))
+	m.Write([]byte("linkpipe/link/v2\x00" + purpose + "\x00" + scope + "\x00" + eventID))
 	return kid + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
 }
 

@@ -37,10 +37,12 @@ type Command struct {
 	// LinkID names the link the email carries; empty for an email without
 	// a link (an in-person appointment's confirmation).
 	LinkID string `json:"link_id,omitempty"`
-	// Kid, Purpose and MintEventID re-derive the link's token
-	// (link.Keyring.Mint(Kid, Purpose, PracticeID, MintEventID)).
+	// Kid, Purpose, Scope and MintEventID re-derive the link's token
+	// (link.Keyring.Mint(Kid, Purpose, Scope, MintEventID)); Scope is the
+	// link's scope subject.
 	Kid         string `json:"kid,omitempty"`
 	Purpose     string `json:"purpose,omitempty"`
+	Scope       string `json:"scope,omitempty"`
 	MintEventID string `json:"mint_event_id,omitempty"`
 
 	ValidFrom time.Time `json:"valid_from,omitzero"`

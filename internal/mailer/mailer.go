@@ -437,7 +437,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	// 2. The link, re-derived: the command never carries the token.
 	url := ""
 	if carriesLink(cmd) {
-		token, err := m.cfg.Keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+		token, err := m.cfg.Keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
 		if err != nil {
 			// A key this replica lacks: another replica (or this one after
 			// a config fix) can send it.

@@ -24,6 +24,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 	"github.com/linkpipe/linkpipe/internal/store"
@@ -73,7 +74,7 @@ func ctx(t testing.TB) context.Context {
 // request with this event id, and returns its token.
 func (e *env) signin(t testing.TB, eventID, email string) (*mail.Command, string) {
 	t.Helper()
-	token, err := e.keys.Mint("k1", events.PurposeSignin, "acme", eventID)
+	token, err := e.keys.Mint("k1", events.PurposeSignin, scope.Signin("acme", "c-"+eventID), eventID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func (e *env) signin(t testing.TB, eventID, email string) (*mail.Command, string
 	return &mail.Command{
 		MailID: id + "-" + mail.KindSignin, Kind: mail.KindSignin, PracticeID: "acme",
 		To:     events.Client{ID: "c-" + eventID, Email: email, Name: "Pat"},
-		LinkID: id, Kid: "k1", Purpose: events.PurposeSignin, MintEventID: eventID,
+		LinkID: id, Kid: "k1", Purpose: events.PurposeSignin, Scope: scope.Signin("acme", "c-"+eventID), MintEventID: eventID,
 		ValidFrom: t0, ExpiresAt: t0.Add(24 * time.Hour), CauseEventID: eventID, At: t0,
 	}, token
 }

@@ -180,7 +180,9 @@ func (e *env) issue(s spec) (token, linkID string) {
 	if s.Kid == "" {
 		s.Kid = e.keys.CurrentKid()
 	}
-	token, err := e.keys.Mint(s.Kid, s.Purpose, s.Practice, s.EventID)
+	bound := scope.OfLink(&events.LinkEvent{Purpose: s.Purpose, PracticeID: s.Practice, ClientID: s.Client,
+		ShareID: s.ShareID, AppointmentID: s.AppointmentID})
+	token, err := e.keys.Mint(s.Kid, s.Purpose, bound, s.EventID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

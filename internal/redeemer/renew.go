@@ -237,7 +237,7 @@ func (r *Redeemer) currentAppointmentMail(ctx context.Context, c *click, rid str
 	cmd := &mail.Command{
 		MailID: mail.RenewalMailID(st.LinkID, rid), Kind: mail.KindAppointmentReminder,
 		PracticeID: cur.PracticeID, To: to,
-		LinkID: st.LinkID, Kid: kid, Purpose: events.PurposeTelehealth, MintEventID: cur.CauseEventID,
+		LinkID: st.LinkID, Kid: kid, Purpose: events.PurposeTelehealth, Scope: c.scope, MintEventID: cur.CauseEventID,
 		ValidFrom: st.ValidFrom, ExpiresAt: st.ExpiresAt, Appointment: &appt,
 		CauseEventID: renewIDPrefix + rid, At: now,
 	}

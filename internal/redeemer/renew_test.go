@@ -196,7 +196,7 @@ func TestTelehealthRenewalMailsCurrentLink(t *testing.T) {
 			cmd.Appointment == nil || !cmd.Appointment.StartsAt.Equal(wantStart) || !cmd.ExpiresAt.Equal(cmd.Appointment.EndsAt.Add(30*time.Minute)) {
 			t.Fatalf("renewal mail command %+v", cmd)
 		}
-		derived, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.PracticeID, cmd.MintEventID)
+		derived, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
 		if err != nil || derived != wantTok {
 			t.Fatalf("the mailer would derive %q (%v), want the current link's token %q", derived, err, wantTok)
 		}
