@@ -21,7 +21,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 // t0 is the fake clock's start.
@@ -72,7 +72,7 @@ func newEnv(t testing.TB) *env {
 		links: bus.NewReader(js, bus.StreamLinks),
 		mail:  bus.NewReader(js, bus.StreamMail),
 	}
-	e.db = store.MustOpen(t, "issuer", issuer.Buckets()...)
+	e.db = storetest.MustOpen(t, "issuer", issuer.Buckets()...)
 	e.iss, e.reg = e.newIssuer(e.db)
 	return e
 }

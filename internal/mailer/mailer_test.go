@@ -26,7 +26,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 const publicURL = "https://links.acme.example"
@@ -102,7 +102,7 @@ func (e *env) queue(t testing.TB, cmd *mail.Command) {
 
 func (e *env) sink(t testing.TB) *mailer.Sink {
 	t.Helper()
-	s, err := mailer.NewSink(store.MustOpen(t, "mailer"), e.clock)
+	s, err := mailer.NewSink(storetest.MustOpen(t, "mailer"), e.clock)
 	if err != nil {
 		t.Fatal(err)
 	}
