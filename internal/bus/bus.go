@@ -55,6 +55,9 @@ const (
 	RenewalPrefix = "renewal."
 )
 
+// Log keys.
+const keyErr = "err"
+
 // Headers linkpipe sets.
 const (
 	HeaderReason        = "Linkpipe-Reason"
@@ -302,7 +305,7 @@ func SetupWhenReady(ctx context.Context, js jetstream.JetStream, o Options, log 
 		if err == nil {
 			return nil
 		}
-		log.Warn("waiting for NATS", "err", err)
+		log.Warn("waiting for NATS", keyErr, err)
 		select {
 		case <-ctx.Done():
 			return err
