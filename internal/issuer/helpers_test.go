@@ -17,6 +17,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
@@ -186,13 +187,7 @@ func (e *env) waitIdle() {
 
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.True(e.t, 20*time.Second, cond, what)
 }
 
 func (e *env) count(r *bus.Reader, filter string) (subjects int, msgs uint64) {
