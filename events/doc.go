@@ -10,13 +10,10 @@
 //
 // A practice system publishes one JSON message per action. The event id is the
 // idempotency key: publishing the same action twice (a retry, a replay) yields
-// one link and one email.
-//
-//	nc, _ := nats.Connect(nats.DefaultURL)
-//	js, _ := jetstream.New(nc)
-//	ev := &events.SigninRequested{EventID: "evt-42", PracticeID: "acme",
-//		Client: events.Client{ID: "c-7", Email: "pat@example.com", Name: "Pat"}}
-//	_, err := events.Publish(ctx, js, ev) // validates, sets Nats-Msg-Id
+// one link and one email. [Publish] validates an action and publishes it
+// with Nats-Msg-Id set to its event id; the runnable example of Publish
+// (example_test.go) shows a sign-in request published twice against a real
+// nats-server.
 //
 // # Wire format
 //

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linkpipe/linkpipe/internal/eventually"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while run writes to it.
@@ -34,17 +36,6 @@ func (s *syncBuffer) String() string {
 }
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func get(t *testing.T, c *http.Client, method, u string) (int, string) {
 	t.Helper()
@@ -74,7 +65,7 @@ func TestDevPublishExplain(t *testing.T) {
 	}()
 	urlRe := regexp.MustCompile(`open\s+(http://\S+)/dev`)
 	natsRe := regexp.MustCompile(`NATS\s+(nats://\S+)`)
-	waitFor(t, "dev to start", func() bool { return natsRe.MatchString(out.String()) })
+	eventually.True(t, 20*time.Second, func() bool { return natsRe.MatchString(out.String()) }, "dev to start")
 	base := urlRe.FindStringSubmatch(out.String())[1]
 	natsURL := natsRe.FindStringSubmatch(out.String())[1]
 	e := env(map[string]string{"NATS_URL": natsURL})
@@ -96,10 +87,10 @@ func TestDevPublishExplain(t *testing.T) {
 		}
 		// Wait for this request's email before publishing the next one,
 		// so the second link is the newer.
-		waitFor(t, "email", func() bool {
+		eventually.True(t, 20*time.Second, func() bool {
 			_, inbox := get(t, c, http.MethodGet, base+"/inbox.json")
 			return strings.Count(inbox, "sam@example.com") >= i+1
-		})
+		}, "email")
 	}
 	_, inbox := get(t, c, http.MethodGet, base+"/inbox.json")
 	links := regexp.MustCompile(regexp.QuoteMeta(base)+`/l/[A-Za-z0-9_.-]+`).FindAllString(inbox, -1)
@@ -122,14 +113,14 @@ func TestDevPublishExplain(t *testing.T) {
 	}
 
 	var story string
-	waitFor(t, "explain to show the use", func() bool {
+	eventually.True(t, 20*time.Second, func() bool {
 		var eout bytes.Buffer
 		if err := run(ctx, []string{"explain", "--practice", "demo", "--client", "c-42"}, e, &eout); err != nil {
 			t.Fatal(err)
 		}
 		story = eout.String()
 		return strings.Contains(story, " used ")
-	})
+	}, "explain to show the use")
 	t.Log(story)
 	for _, want := range []string{"issued", "sent", "supersedes", "click refused: superseded", "scope:used", "c-42.signin", "refused (superseded by "} {
 		if !strings.Contains(story, want) {

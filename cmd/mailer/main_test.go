@@ -26,6 +26,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -150,17 +151,6 @@ func queue(t *testing.T, js jetstream.JetStream, cmd *mail.Command) {
 	}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // readyAddr reads a "mailer ready admin=<addr>" line.
 func readyAddr(t *testing.T, r io.Reader) string {
 	t.Helper()
@@ -199,14 +189,14 @@ func TestSinkDriverServesItsInbox(t *testing.T) {
 	cmd := command(t, "evt-sink", "pat@example.com")
 	queue(t, js, cmd)
 	var inbox []mailer.SinkMessage
-	waitFor(t, "the email in /inbox.json", 20*time.Second, func() bool {
+	eventually.True(t, 20*time.Second, func() bool {
 		resp, err := http.Get(base + "/inbox.json")
 		if err != nil {
 			return false
 		}
 		defer resp.Body.Close()
 		return json.NewDecoder(resp.Body).Decode(&inbox) == nil && len(inbox) == 1
-	})
+	}, "the email in /inbox.json")
 	if inbox[0].To != "pat@example.com" || inbox[0].From != `"acme" <`+sinkFrom+`>` || !strings.HasPrefix(inbox[0].Links[0], "https://links.example/l/k1.") {
 		t.Errorf("inbox %+v", inbox[0])
 	}
@@ -331,18 +321,18 @@ func TestKillOneOfTwoMailers(t *testing.T) {
 		}
 		return len(emails), distinct
 	}
-	waitFor(t, "60 emails", 30*time.Second, func() bool { total, _ := received(); return total >= 60 })
+	eventually.True(t, 30*time.Second, func() bool { total, _ := received(); return total >= 60 }, "60 emails")
 	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = a.cmd.Wait()
 	atKill, _ := received()
 	<-published
-	waitFor(t, "every mail id in /store", 40*time.Second, func() bool { _, d := received(); return len(d) == n })
-	waitFor(t, "the consumer to drain", 20*time.Second, func() bool {
+	eventually.True(t, 40*time.Second, func() bool { _, d := received(); return len(d) == n }, "every mail id in /store")
+	eventually.True(t, 20*time.Second, func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	})
+	}, "the consumer to drain")
 	total, distinct := received()
 	for id := range distinct {
 		if !want[id] {

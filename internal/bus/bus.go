@@ -1,8 +1,10 @@
 // Package bus owns linkpipe's use of NATS JetStream: the streams, consumers
 // and key-value bucket every worker relies on (created idempotently by
-// whichever worker starts first), publishing once (Nats-Msg-Id) and
-// lifecycle events, last-message reads, dead letters, and an embedded
-// nats-server for the all-in-one dev mode and for tests.
+// whichever worker starts first), publishing once (Nats-Msg-Id) for
+// lifecycle events and mail commands, last-message reads (from any
+// replica, or from the stream's leader), dead letters, and an embedded
+// nats-server for the all-in-one dev mode and for tests. Conditional
+// writes of scope states are package scope's.
 package bus
 
 import (
@@ -57,6 +59,9 @@ const (
 	// RenewalPrefix + practice.client counts renewals (rate limit).
 	RenewalPrefix = "renewal."
 )
+
+// Log keys.
+const keyErr = "err"
 
 // Headers linkpipe sets.
 const (
@@ -277,7 +282,7 @@ func SetupWhenReady(ctx context.Context, js jetstream.JetStream, o Options, log 
 		if err == nil {
 			return nil
 		}
-		log.Warn("waiting for NATS", "err", err)
+		log.Warn("waiting for NATS", keyErr, err)
 		select {
 		case <-ctx.Done():
 			return err

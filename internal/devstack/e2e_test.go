@@ -15,6 +15,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/devstack"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
@@ -41,17 +42,6 @@ func do(t *testing.T, c *http.Client, method, u string) (*http.Response, string)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
-}
-
-func eventually(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // The first complete path: a practice system publishes a sign-in request;
@@ -86,7 +76,7 @@ func TestSigninEndToEndThroughSES(t *testing.T) {
 	}
 
 	var email sestest.Email
-	eventually(t, "the email in aws-ses-v2-local", func() bool {
+	eventually.True(t, 20*time.Second, func() bool {
 		for _, e := range local.Emails(t) {
 			if len(e.Destination.To) == 1 && e.Destination.To[0] == "pat@example.com" {
 				email = e
@@ -94,7 +84,7 @@ func TestSigninEndToEndThroughSES(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}, "the email in aws-ses-v2-local")
 	if got := len(local.Emails(t)); got != 1 {
 		t.Fatalf("%d emails, want 1", got)
 	}
@@ -158,13 +148,13 @@ func TestSigninEndToEndThroughSES(t *testing.T) {
 	// The lifecycle is on LINKS: issued, sent, used.
 	r := bus.NewReader(js, bus.StreamLinks)
 	for _, typ := range []string{events.TypeIssued, events.TypeSent, events.TypeUsed, events.TypeExpired} {
-		eventually(t, "links."+linkID+"."+typ, func() bool {
+		eventually.True(t, 20*time.Second, func() bool {
 			_, err := r.Last(ctx, events.LinkSubject(linkID, typ))
 			if err != nil && !errors.Is(err, bus.ErrNotFound) {
 				t.Fatal(err)
 			}
 			return err == nil
-		})
+		}, "links."+linkID+"."+typ)
 	}
 	var used events.LinkEvent
 	if _, err := r.LastJSON(ctx, events.LinkSubject(linkID, events.TypeUsed), &used); err != nil {

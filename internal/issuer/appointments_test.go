@@ -13,7 +13,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/scope"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 const grace = 30 * time.Minute // the default telehealth grace
@@ -100,7 +100,7 @@ func TestScheduledTelehealthIssuesOneMultiUseLink(t *testing.T) {
 	assertOnce("same replica")
 	// On a replica whose ledger knows nothing.
 	e.stop()
-	iss2, reg2 := e.newIssuer(store.MustOpen(t, "issuer", issuer.Buckets()...))
+	iss2, reg2 := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
 	e.run(iss2)
 	e.publishRaw(events.SubjectAppointmentScheduled, "evt-ap1-third", e.marshal(a))
 	e.waitIdle()
@@ -291,7 +291,7 @@ func TestRescheduleMovesTheWindowAndRevivesAnExpiredLink(t *testing.T) {
 	// The first reschedule re-published after the second, to a replica
 	// whose ledger knows nothing: it must not move the appointment back.
 	e.stop()
-	iss2, _ := e.newIssuer(store.MustOpen(t, "issuer", issuer.Buckets()...))
+	iss2, _ := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
 	e.run(iss2)
 	e.publishRaw(events.SubjectAppointmentRescheduled, "evt-r1-third", e.marshal(rescheduled("evt-r1", "ap-3", starts2)))
 	e.waitIdle()

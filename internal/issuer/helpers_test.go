@@ -19,12 +19,13 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/scope"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 // t0 is the fake clock's start.
@@ -79,7 +80,7 @@ func newEnv(t testing.TB) *env {
 		links:   bus.NewReader(js, bus.StreamLinks),
 		mail:    bus.NewReader(js, bus.StreamMail),
 	}
-	e.db = store.MustOpen(t, "issuer", issuer.Buckets()...)
+	e.db = storetest.MustOpen(t, "issuer", issuer.Buckets()...)
 	e.iss, e.reg = e.newIssuer(e.db)
 	return e
 }
@@ -195,13 +196,7 @@ func (e *env) waitIdle() {
 
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.True(e.t, 20*time.Second, cond, what)
 }
 
 func (e *env) count(r *bus.Reader, filter string) (subjects int, msgs uint64) {

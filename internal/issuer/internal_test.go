@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 func TestBackoff(t *testing.T) {
@@ -25,7 +25,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestLedgerPrune(t *testing.T) {
-	db := store.MustOpen(t, "issuer", Buckets()...)
+	db := storetest.MustOpen(t, "issuer", Buckets()...)
 	l, err := openLedger(db)
 	if err != nil {
 		t.Fatal(err)

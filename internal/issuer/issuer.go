@@ -119,7 +119,7 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics, if set, receives the issuer's metrics.
 	Metrics prometheus.Registerer
-	// Concurrency is the number of messages handled in parallel (default 64).
+	// Concurrency is the number of messages handled in parallel (default 256).
 	Concurrency int
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/scope"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
@@ -174,7 +174,7 @@ func TestSameActionTwiceYieldsOneLinkAndOneMail(t *testing.T) {
 	// Another replica, whose ledger knows nothing, gets it once more:
 	// JetStream alone tells it the work is done.
 	e.stop()
-	iss2, reg2 := e.newIssuer(store.MustOpen(t, "issuer", issuer.Buckets()...))
+	iss2, reg2 := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
 	e.run(iss2)
 	e.publishRaw(events.SubjectSigninRequested, "evt-dup-third", e.marshal(a))
 	e.waitIdle()

@@ -9,7 +9,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/scope"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 func share(eventID, client, shareID string) *events.DocumentShared {
@@ -99,7 +99,7 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 	// ... even when the old revocation is re-published once more, to a
 	// replica whose ledger knows nothing of it.
 	e.stop()
-	iss2, _ := e.newIssuer(store.MustOpen(t, "issuer", issuer.Buckets()...))
+	iss2, _ := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
 	e.run(iss2)
 	e.publishRaw(events.SubjectClientLinksRevoked, "evt-rv1-third", e.marshal(revocation("evt-rv1", "nia", "lost phone")))
 	e.waitIdle()

@@ -12,7 +12,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 // TestReminderScheduleFiresEndToEnd lets the server fire real schedules
@@ -29,7 +29,7 @@ func TestReminderScheduleFiresEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.run(iss)
-	sink, err := mailer.NewSink(store.MustOpen(t, "mailer"), clock.Real{})
+	sink, err := mailer.NewSink(storetest.MustOpen(t, "mailer"), clock.Real{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/scope"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 // TestReusedEventIDNeverBindsAnotherClient reproduces trust finding 1: a
@@ -31,7 +31,7 @@ func TestReusedEventIDNeverBindsAnotherClient(t *testing.T) {
 	// A second replica with an empty ledger, then B's action reusing E
 	// (another Nats-Msg-Id: the dedupe window is over).
 	e.stop()
-	fresh, _ := e.newIssuer(store.MustOpen(t, "issuer", issuer.Buckets()...))
+	fresh, _ := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
 	e.stop = e.run(fresh)
 	b := signin("evt-shared", "bob")
 	seqB := e.publishRaw(events.SubjectSigninRequested, "evt-shared-later", e.marshal(b))

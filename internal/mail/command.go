@@ -1,7 +1,7 @@
 // Package mail owns what an email is in linkpipe: the mail command, the
-// message that asks a mailer to send one email, queued on MAIL as
-// mail.cmd.<mail_id> by the issuer (and by the redeemer for renewals); the
-// rendering of a command into a Message (plain text and HTML, subject,
+// message that asks a mailer to send one email; its mail id; queuing it on
+// MAIL as mail.cmd.<mail_id> ([Queue], which the issuer and, for renewals,
+// the redeemer call); the rendering of a command into a Message (plain text and HTML, subject,
 // Reply-To, anti-threading headers); and the sentinel errors by which a
 // sender says whether a failure is worth retrying. A command never carries
 // a bearer token: it names the action the link was minted from, and the

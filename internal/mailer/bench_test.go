@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 )
@@ -40,7 +41,7 @@ func BenchmarkMailerThroughput(b *testing.B) {
 			b.StartTimer()
 			start := time.Now()
 			e.start(b, c.sender(e), reg, func(c *mailer.Config) { c.Concurrency = 32 })
-			waitFor(b, "every email", func() bool { return counter(b, reg, "linkpipe_mailer_sent_total") == float64(b.N) })
+			eventually.True(b, 30*time.Second, func() bool { return counter(b, reg, "linkpipe_mailer_sent_total") == float64(b.N) }, "every email")
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "emails/s")
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -27,7 +28,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 const publicURL = "https://links.acme.example"
@@ -103,7 +104,7 @@ func (e *env) queue(t testing.TB, cmd *mail.Command) {
 
 func (e *env) sink(t testing.TB) *mailer.Sink {
 	t.Helper()
-	s, err := mailer.NewSink(store.MustOpen(t, "mailer"), e.clock)
+	s, err := mailer.NewSink(storetest.MustOpen(t, "mailer"), e.clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,17 +132,6 @@ func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registere
 			t.Errorf("Run: %v", err)
 		}
 	})
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // drained reports whether the mailer consumer has nothing left to do.
@@ -201,7 +191,7 @@ func TestSigninEmailOnceWithItsLink(t *testing.T) {
 	cmd, token := e.signin(t, "evt-1", "pat@example.com")
 	e.queue(t, cmd)
 
-	waitFor(t, "the sent event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
 	msgs := messages(t, sink)
 	if len(msgs) != 1 {
 		t.Fatalf("%d emails, want 1", len(msgs))
@@ -242,7 +232,7 @@ func TestSigninEmailOnceWithItsLink(t *testing.T) {
 	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailCommandPrefix+cmd.MailID, "other-msg-id", data, nil); !errors.Is(err, bus.ErrDuplicate) {
 		t.Fatalf("republish: %v", err)
 	}
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	if v := counter(t, reg, "linkpipe_mailer_sent_total"); v != 1 {
 		t.Errorf("sent_total %v", v)
 	}
@@ -294,8 +284,8 @@ func TestRedeliveryAfterDoneSendsNothing(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- m.Run(sub) }()
-		waitFor(t, "the first email", func() bool { return len(messages(t, sink)) == 1 })
-		waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+		eventually.True(t, 30*time.Second, func() bool { return len(messages(t, sink)) == 1 }, "the first email")
+		eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -310,8 +300,8 @@ func TestRedeliveryAfterDoneSendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t, sink, reg)
-	waitFor(t, "the redelivery to be handled", func() bool { return counter(t, reg, "linkpipe_mailer_duplicates_total") == 1 })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { return counter(t, reg, "linkpipe_mailer_duplicates_total") == 1 }, "the redelivery to be handled")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	if n := len(messages(t, sink)); n != 1 {
 		t.Fatalf("%d emails after redelivery, want 1", n)
 	}
@@ -333,8 +323,8 @@ func TestCrashBetweenDoneAndEventRepublishesTheEvent(t *testing.T) {
 	}
 	e.queue(t, cmd)
 	e.start(t, sink, nil)
-	waitFor(t, "the sent event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	ev, _ := e.lastEvent(t, cmd.LinkID, events.TypeSent)
 	if ev.MessageID != "ses-42" {
 		t.Errorf("event %+v", ev)
@@ -354,7 +344,7 @@ func TestSendsThroughAWSSESV2Local(t *testing.T) {
 	e.start(t, sender, nil)
 	cmd, token := e.signin(t, "evt-ses", "pat@example.com")
 	e.queue(t, cmd)
-	waitFor(t, "the sent event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
 	emails := local.Emails(t)
 	if len(emails) != 1 {
 		t.Fatalf("%d emails in /store, want 1", len(emails))
@@ -387,8 +377,8 @@ func TestTransientFailuresAreRetriedUntilOneEmail(t *testing.T) {
 	e.start(t, sender, reg)
 	cmd, _ := e.signin(t, "evt-retry", "pat@example.com")
 	e.queue(t, cmd)
-	waitFor(t, "the sent event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	if n := len(fake.Accepted()); n != 1 || fake.Attempts() != 4 {
 		t.Fatalf("%d accepted after %d attempts, want 1 after 4", n, fake.Attempts())
 	}
@@ -423,8 +413,8 @@ func TestRejectedAddressFailsPermanentlyOnce(t *testing.T) {
 	e.start(t, sender, reg)
 	cmd, _ := e.signin(t, "evt-bounce", "bounce@example.com")
 	e.queue(t, cmd)
-	waitFor(t, "the failed event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed); return ok })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed); return ok }, "the failed event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	ev, _ := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
 	if !ev.Permanent || !strings.Contains(ev.Reason, "suppression list") || ev.MailID != cmd.MailID {
 		t.Errorf("failed event %+v", ev)
@@ -451,7 +441,7 @@ func TestExpiredLinkIsNotSent(t *testing.T) {
 	cmd, _ := e.signin(t, "evt-late", "pat@example.com")
 	e.clock.Set(cmd.ExpiresAt.Add(time.Second))
 	e.queue(t, cmd)
-	waitFor(t, "the failed event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed); return ok })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed); return ok }, "the failed event")
 	ev, _ := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
 	if !ev.Permanent || !strings.Contains(ev.Reason, "expired") {
 		t.Errorf("event %+v", ev)
@@ -472,10 +462,10 @@ func TestWrongKeyNeverSendsABrokenLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a redelivery", func() bool {
+	eventually.True(t, 30*time.Second, func() bool {
 		msg, err := c.Info(ctx(t))
 		return err == nil && msg.NumRedelivered+msg.NumAckPending > 0 && msg.Delivered.Consumer >= 2
-	})
+	}, "a redelivery")
 	if n := len(messages(t, sink)); n != 0 {
 		t.Fatalf("%d emails sent with a token that does not match the link", n)
 	}
@@ -498,8 +488,8 @@ func TestPoisonCommandIsDeadLettered(t *testing.T) {
 	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailCommandPrefix+"other", "other", data, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two dead letters", func() bool { return e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail") == 2 })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { return e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail") == 2 }, "two dead letters")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	if v := counter(t, reg, "linkpipe_mailer_poison_total"); v != 2 {
 		t.Errorf("poison_total %v", v)
 	}
@@ -545,8 +535,8 @@ func TestTwoReplicasSendEachMailOnce(t *testing.T) {
 		want[cmd.MailID] = true
 		e.queue(t, cmd)
 	}
-	waitFor(t, "100 emails", func() bool { return len(messages(t, a))+len(messages(t, b)) >= n })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
+	eventually.True(t, 30*time.Second, func() bool { return len(messages(t, a))+len(messages(t, b)) >= n }, "100 emails")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
 	seen := map[string]int{}
 	ma, mb := messages(t, a), messages(t, b)
 	for _, m := range append(ma, mb...) {
@@ -584,9 +574,9 @@ func TestSlowSendKeepsTheMessage(t *testing.T) {
 	e.start(t, sender, nil)
 	cmd, _ := e.signin(t, "evt-slow", "pat@example.com")
 	e.queue(t, cmd)
-	waitFor(t, "the sent event", func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok })
-	waitFor(t, "the consumer to drain", func() bool { return e.drained(t) })
-	waitFor(t, "no send in flight", func() bool { return sender.busy.Load() == 0 })
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	eventually.True(t, 30*time.Second, func() bool { return sender.busy.Load() == 0 }, "no send in flight")
 	sender.mu.Lock()
 	defer sender.mu.Unlock()
 	if sender.sends[cmd.MailID] != 1 {

@@ -17,11 +17,12 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
 
 func newSink(t *testing.T) *mailer.Sink {
 	t.Helper()
-	s, err := mailer.NewSink(store.MustOpen(t, "mailer"), clock.NewFake(t0))
+	s, err := mailer.NewSink(storetest.MustOpen(t, "mailer"), clock.NewFake(t0))
 	if err != nil {
 		t.Fatal(err)
 	}

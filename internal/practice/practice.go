@@ -20,6 +20,12 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 )
 
+// Log keys.
+const (
+	keyPracticeID = "practice_id"
+	keyErr        = "err"
+)
+
 // Settings are one practice's settings with defaults applied.
 type Settings struct {
 	ID   string
@@ -98,7 +104,7 @@ func (d *Directory) apply(e jetstream.KeyValueEntry, log *slog.Logger) {
 	}
 	var r record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		log.Error("practice settings unreadable", "practice_id", e.Key(), "err", err)
+		log.Error("practice settings unreadable", keyPracticeID, e.Key(), keyErr, err)
 		return
 	}
 	d.settings[e.Key()] = fromRecord(e.Key(), r)

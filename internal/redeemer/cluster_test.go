@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
@@ -62,7 +64,7 @@ func (ce *clusterEnv) seenEverywhere(linkID string) {
 	for i := range ce.cluster.URLs {
 		_, js := ce.cluster.ConnectTo(ce.t, i)
 		links, scopes := bus.NewReader(js, bus.StreamLinks), bus.NewReader(js, bus.StreamScopes)
-		eventually(ce.t, fmt.Sprintf("link %s on node %d", linkID, i), func() bool {
+		eventually.True(ce.t, 15*time.Second, func() bool {
 			var ev events.LinkEvent
 			if _, err := links.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
 				return false
@@ -70,7 +72,7 @@ func (ce *clusterEnv) seenEverywhere(linkID string) {
 			var st scope.State
 			_, err := scopes.LastJSON(ctx, scope.OfLink(&ev), &st)
 			return err == nil && st.LinkID == linkID
-		})
+		}, fmt.Sprintf("link %s on node %d", linkID, i))
 	}
 }
 
@@ -136,7 +138,7 @@ func TestConcurrentPostsOneWinnerOnR3(t *testing.T) {
 		return
 	}
 	for _, id := range ids {
-		eventually(t, "used event", func() bool { return ce.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 })
+		eventually.True(t, 15*time.Second, func() bool { return ce.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 }, "used event")
 	}
 	ce.projectorIdle()
 	for l, id := range ids {

@@ -23,6 +23,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
@@ -332,26 +333,14 @@ func (e *env) lastEvent(linkID, typ string) *events.LinkEvent {
 func (e *env) projectorIdle() {
 	e.t.Helper()
 	ctx := context.Background()
-	eventually(e.t, "projector caught up", func() bool {
+	eventually.True(e.t, 15*time.Second, func() bool {
 		c, err := e.js.Consumer(ctx, bus.StreamScopes, bus.ConsumerProjector)
 		if err != nil {
 			return false
 		}
 		info, err := c.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	})
-}
-
-// eventually polls cond until it holds, failing after 15s.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	}, "projector caught up")
 }
 
 // noRedirect is a client that returns redirects instead of following them.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 )
 
 // raceClick is one click of a race and what had happened when it started.
@@ -178,7 +179,7 @@ func TestCancelRacingClicks(t *testing.T) {
 	}
 	t.Logf("%d clicks got in, %d were refused as canceled", got, refused)
 
-	eventually(t, "revoked event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) >= 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) >= 1 }, "revoked event")
 	e.projectorIdle()
 	if n := e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)); n != 1 {
 		t.Fatalf("%d revoked events, want 1", n)
@@ -250,7 +251,7 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 	}
 	for _, tok := range tokens {
 		id := linkIDOf(t, tok)
-		eventually(t, "revoked event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 })
+		eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 }, "revoked event")
 		if ev := e.lastEvent(id, events.TypeRevoked); ev.Reason != "client asked" || ev.ClientID != client {
 			t.Fatalf("revoked event %+v", ev)
 		}

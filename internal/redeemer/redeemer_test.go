@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
@@ -65,7 +66,7 @@ func TestGetConfirmsPostRedeemsOnce(t *testing.T) {
 			t.Fatalf("%d buttons, want one", n)
 		}
 	}
-	eventually(t, "two touched events", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 2 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 2 }, "two touched events")
 
 	a := do(t, c, "POST", s.URL+"/l/"+tok)
 	cl := e.ticketOf(t, s, a, e.portal.URL+"/portal/messages?tab=new")
@@ -85,7 +86,7 @@ func TestGetConfirmsPostRedeemsOnce(t *testing.T) {
 	do(t, c, "GET", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonUsed)
 
 	// The projector publishes links.<id>.used exactly once.
-	eventually(t, "used event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 }, "used event")
 	e.projectorIdle()
 	if n := e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)); n != 1 {
 		t.Fatalf("%d used events, want 1", n)
@@ -96,7 +97,7 @@ func TestGetConfirmsPostRedeemsOnce(t *testing.T) {
 		t.Fatalf("used event %+v", used)
 	}
 	// Refused clicks are recorded with their reason.
-	eventually(t, "expired events", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeExpired)) == 2 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeExpired)) == 2 }, "expired events")
 	if ex := e.lastEvent(id, events.TypeExpired); ex.Reason != events.ReasonUsed {
 		t.Fatalf("expired event %+v", ex)
 	}
@@ -135,7 +136,7 @@ func TestConcurrentPostsAcrossReplicasOneWinner(t *testing.T) {
 	if winners != 1 || others["410 used"] != 49 {
 		t.Fatalf("%d winners, others %v; want 1 and 49 × 410 used", winners, others)
 	}
-	eventually(t, "used event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)) >= 1 }, "used event")
 	e.projectorIdle()
 	if n := e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeUsed)); n != 1 {
 		t.Fatalf("%d used events, want 1", n)
@@ -151,7 +152,7 @@ func TestNewerSigninLinkSupersedes(t *testing.T) {
 	c := noRedirect(nil)
 	do(t, c, "GET", s.URL+"/l/"+old).refused(t, http.StatusGone, events.ReasonSuperseded)
 	do(t, c, "POST", s.URL+"/l/"+old).refused(t, http.StatusGone, events.ReasonSuperseded)
-	eventually(t, "expired events", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(oldID, events.TypeExpired)) == 2 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(oldID, events.TypeExpired)) == 2 }, "expired events")
 	if ex := e.lastEvent(oldID, events.TypeExpired); ex.Reason != events.ReasonSuperseded {
 		t.Fatalf("expired event %+v", ex)
 	}
@@ -179,7 +180,7 @@ func TestExpiredNotYetValidRevokedCanceled(t *testing.T) {
 		st.Change, st.RevokedAt, st.RevokedReason, st.EventID, st.At = scope.ChangeRevoked, &now, "client asked", "ev-revoke", now
 	})
 	do(t, c, "POST", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonRevoked)
-	eventually(t, "revoked event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 }, "revoked event")
 	if ev := e.lastEvent(id, events.TypeRevoked); ev.Reason != "client asked" || ev.CauseEventID != "ev-revoke" || ev.ClientID != "c-3" {
 		t.Fatalf("revoked event %+v", ev)
 	}
@@ -192,7 +193,7 @@ func TestExpiredNotYetValidRevokedCanceled(t *testing.T) {
 		st.Change, st.CanceledAt, st.EventID, st.At = scope.ChangeCanceled, &now, "ev-cancel", now
 	})
 	do(t, c, "GET", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonCanceled)
-	eventually(t, "canceled event", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeRevoked)) == 1 }, "canceled event")
 	if ev := e.lastEvent(id, events.TypeRevoked); ev.Reason != events.ReasonCanceled {
 		t.Fatalf("canceled event %+v", ev)
 	}
@@ -358,7 +359,7 @@ func TestHeadIsAScannerTouch(t *testing.T) {
 	if a := do(t, c, "HEAD", s.URL+"/l/"+tok); a.status != 200 {
 		t.Fatalf("HEAD: %d", a.status)
 	}
-	eventually(t, "touched", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 1 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 1 }, "touched")
 	if ev := e.lastEvent(id, events.TypeTouched); !ev.Scanner {
 		t.Fatalf("HEAD touch not flagged: %+v", ev)
 	}
@@ -367,7 +368,7 @@ func TestHeadIsAScannerTouch(t *testing.T) {
 	if a := answerOf(t, c, req); a.status != 200 {
 		t.Fatalf("GET: %d", a.status)
 	}
-	eventually(t, "touched", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 2 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 2 }, "touched")
 	if ev := e.lastEvent(id, events.TypeTouched); ev.Scanner || !strings.Contains(ev.UserAgent, "Chrome") {
 		t.Fatalf("person's touch flagged: %+v", ev)
 	}
@@ -376,7 +377,7 @@ func TestHeadIsAScannerTouch(t *testing.T) {
 	if a := do(t, c, "HEAD", s.URL+"/l/"+tok); a.status != http.StatusGone {
 		t.Fatalf("HEAD of a used link: %d", a.status)
 	}
-	eventually(t, "touched", func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 3 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == 3 }, "touched")
 	if n := e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeExpired)); n != 0 {
 		t.Fatalf("HEAD published %d expired events", n)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
@@ -141,7 +142,7 @@ func TestRenewalStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	subj := bus.RenewalPrefix + practiceAcme + "." + client
-	eventually(t, "the renewal window to pass", func() bool { return e.count(bus.StreamRenewals, subj) == 0 })
+	eventually.True(t, 15*time.Second, func() bool { return e.count(bus.StreamRenewals, subj) == 0 }, "the renewal window to pass")
 	if err := bus.Setup(ctx, e.js, bus.Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,14 @@
 // Package store owns each worker process's own durable bbolt file: opening
 // it in the data directory (one file per process; bbolt's file lock forbids
-// sharing) with the settings linkpipe uses, and a test helper. What lives in
-// the file belongs to the worker: the issuer's idempotency ledger, the
-// mailer's sink inbox, the redeemer's caches.
+// sharing) with the settings linkpipe uses. What lives in the file belongs
+// to the worker: the issuer's idempotency ledger and the mailer's sink inbox
+// (the redeemer keeps no file). Tests open stores with storetest.MustOpen.
 package store
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,15 +40,4 @@ func Open(dir, name string, buckets ...string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("store: buckets in %s: %w", path, err)
 	}
 	return db, nil
-}
-
-// MustOpen opens a store in t.TempDir(), closed with the test.
-func MustOpen(t testing.TB, name string, buckets ...string) *bolt.DB {
-	t.Helper()
-	db, err := Open(t.TempDir(), name, buckets...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
