@@ -70,6 +70,29 @@ func (r *Reader) LastJSON(ctx context.Context, subj string, v any) (uint64, erro
 	return m.Sequence, nil
 }
 
+// FirstJSON decodes the first message still kept on subj into v and
+// returns its sequence, or ErrNotFound. For a subject whose first record
+// is the authoritative one (links.<id>.issued: the link's binding to its
+// client and scope), a later message on the same subject is never
+// trusted.
+func (r *Reader) FirstJSON(ctx context.Context, subj string, v any) (uint64, error) {
+	s, err := r.Stream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, fmt.Errorf("%w: %s", ErrNotFound, subj)
+		}
+		return 0, fmt.Errorf("bus: get first %s: %w", subj, err)
+	}
+	if err := json.Unmarshal(m.Data, v); err != nil {
+		return 0, fmt.Errorf("bus: decode %s@%d: %w", subj, m.Sequence, err)
+	}
+	return m.Sequence, nil
+}
+
 // Subjects lists the subjects of the stream matching filter (wildcards
 // allowed) with their message counts.
 func (r *Reader) Subjects(ctx context.Context, filter string) (map[string]uint64, error) {

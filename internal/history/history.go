@@ -109,7 +109,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 	}
 	tl := &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{}}
 	var issued events.LinkEvent
-	if _, err := bus.NewReader(js, bus.StreamLinks).LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &issued); err != nil {
+	if _, err := bus.NewReader(js, bus.StreamLinks).FirstJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &issued); err != nil {
 		if errors.Is(err, bus.ErrNotFound) {
 			return nil, fmt.Errorf("history: no link %s was ever issued", linkID)
 		}

@@ -189,7 +189,7 @@ func windowOf(ev *events.LinkEvent) window {
 // readIssued returns the link's issued event, nil if there is none.
 func (i *Issuer) readIssued(ctx context.Context, linkID string) (*events.LinkEvent, error) {
 	var ev events.LinkEvent
-	_, err := i.links.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev)
+	_, err := i.links.FirstJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev)
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
 		return nil, nil

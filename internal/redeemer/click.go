@@ -87,7 +87,9 @@ func (r *Redeemer) issuedOf(ctx context.Context, linkID string) (*events.LinkEve
 		return ev, nil
 	}
 	var ev events.LinkEvent
-	if _, err := r.links.LastJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
+	// The first issued record binds the link to its client and scope; a
+	// later one on the subject is never trusted.
+	if _, err := r.links.FirstJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &ev); err != nil {
 		if errors.Is(err, bus.ErrNotFound) {
 			return nil, nil
 		}
