@@ -56,6 +56,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	p.Ready(stdout, "admin", srv.Addr())
+	p.Ready(stdout, worker.KeyAdmin, srv.Addr())
 	return p.Run(ctx, iss.Run)
 }

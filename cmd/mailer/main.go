@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	p.Ready(stdout, "admin", srv.Addr(), keyDriver, driver)
+	p.Ready(stdout, worker.KeyAdmin, srv.Addr(), keyDriver, driver)
 	return p.Run(ctx, m.Run)
 }
 

@@ -22,6 +22,12 @@ import (
 
 const prog = "redeemer"
 
+// Log keys.
+const (
+	keyPublicURL = "public_url"
+	keyKid       = "kid"
+)
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
@@ -56,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	p.Ready(stdout, "http", srv.Addr(), "public_url", publicURL, "kid", signer.Kid())
+	p.Ready(stdout, worker.KeyHTTP, srv.Addr(), keyPublicURL, publicURL, keyKid, signer.Kid())
 
 	// The projector runs until ctx ends.
 	return p.Run(ctx, rd.Run)

@@ -34,11 +34,13 @@ const (
 	FlushTimeout = 5 * time.Second
 )
 
-// Log keys.
+// Log keys. KeyAdmin and KeyHTTP also label the address in Ready's line.
 const (
 	KeyWorker  = "worker"
 	KeyErr     = "err"
 	KeyNATSURL = "nats_url"
+	KeyAdmin   = "admin"
+	KeyHTTP    = "http"
 )
 
 // ClientName is the NATS client name of a linkpipe process: linkpipe-<name>.
