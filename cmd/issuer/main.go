@@ -7,126 +7,55 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
-	"time"
 
-	"github.com/linkpipe/linkpipe/internal/admin"
-	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
-	"github.com/linkpipe/linkpipe/internal/practice"
-	"github.com/linkpipe/linkpipe/internal/store"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 const prog = "issuer"
 
-// Log keys.
-const (
-	keyWorker    = "worker"
-	keyAdminAddr = "admin_addr"
-	keyNATSURL   = "nats_url"
-	keyErr       = "err"
-)
-
-// usageError is a bad command line or setting: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(worker.Exit(os.Stderr, err))
 }
 
 // run wires the issuer and runs it until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	vals, err := config.Parse(prog, args, getenv, stdout, config.IssuerVars()...)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
+	vals, err := worker.Parse(prog, args, getenv, stdout, config.IssuerVars()...)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	keys, err := link.ParseKeyring(vals.Get(config.LinkKey))
 	if err != nil {
-		return usageError{fmt.Errorf("%s: %s: %w", prog, config.LinkKey.Env, err)}
-	}
-	replicas, err := strconv.Atoi(vals.Get(config.Replicas))
-	if err != nil {
-		return usageError{fmt.Errorf("%s: %s: %w", prog, config.Replicas.Env, err)}
-	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With(keyWorker, prog)
-
-	nc, js, err := bus.Connect(vals.Get(config.NATSURL), prog)
-	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
-	}
-	defer nc.Close()
-	setupCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = bus.SetupWhenReady(setupCtx, js, bus.Options{Replicas: replicas}, log)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
+		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.LinkKey.Env, err))
 	}
 
-	db, err := store.Open(vals.Get(config.DataDir), prog, issuer.Buckets()...)
+	p, err := worker.Start(ctx, worker.Settings{Name: prog, Values: vals, LogOutput: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	db, err := p.OpenStore(prog, issuer.Buckets()...)
+	if err != nil {
+		return err
+	}
+	iss, err := worker.NewIssuer(p.Deps(prog), db, keys)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
-	defer db.Close()
-
-	dir, err := practice.Open(ctx, js, log)
+	srv, err := p.Serve(config.AdminAddr, p.AdminMux())
 	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
+		return err
 	}
-	defer dir.Close()
-
-	reg := admin.NewRegistry()
-	iss, err := issuer.New(issuer.Config{
-		JS: js, DB: db, Keys: keys, Practices: dir, Log: log, Metrics: reg,
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
-	}
-
-	mux := http.NewServeMux()
-	admin.Register(mux, reg, admin.NATSReady(nc))
-	srv, err := admin.Listen(vals.Get(config.AdminAddr), mux)
-	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
-	}
-	defer srv.Close()
-
-	log.Info("issuer ready", keyAdminAddr, srv.Addr(), keyNATSURL, nc.ConnectedUrlRedacted())
-	fmt.Fprintf(stdout, "issuer ready admin=%s\n", srv.Addr())
-	err = iss.Run(ctx)
-	log.Info("issuer stopping", keyErr, err)
-	if err != nil {
-		return fmt.Errorf("%s: %w", prog, err)
-	}
-	// Let the acks of the last messages reach the server before closing.
-	if err := nc.FlushTimeout(5 * time.Second); err != nil {
-		log.Warn("issuer flush on exit", keyErr, err)
-	}
-	return nil
+	p.Ready(stdout, worker.KeyAdmin, srv.Addr())
+	return p.Run(ctx, iss.Run)
 }

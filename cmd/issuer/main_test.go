@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"io"
 	"net/http"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/scope"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 // childEnv makes the test binary run main() instead of the tests: the
@@ -48,7 +50,7 @@ func getenv(m map[string]string) func(string) string {
 
 func TestHelpListsEverySetting(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"-h"}, getenv(nil), &out); err != nil {
+	if err := run(t.Context(), []string{"-h"}, getenv(nil), &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 	for _, v := range []string{"NATS_URL", "LINKPIPE_DATA_DIR", "LINKPIPE_LINK_KEY", "LINKPIPE_ADMIN_ADDR", "LINKPIPE_REPLICAS"} {
@@ -70,8 +72,7 @@ func TestMissingOrBadSettingStops(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := run(t.Context(), nil, getenv(c.env), io.Discard)
-			var ue usageError
-			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			if err == nil || !errors.Is(err, worker.ErrConfig) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, want a usage error naming %s", err, c.want)
 			}
 		})

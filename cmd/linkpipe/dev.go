@@ -10,6 +10,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/devstack"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -20,13 +21,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	publicURL.Usage = "base URL of the pages (default http://<http-addr>)"
 	natsPort := config.Var{Env: "LINKPIPE_DEV_NATS_PORT", Default: "4222",
 		Usage: "client port of the embedded NATS server (-1: any free port)"}
-	vals, err := config.Parse("linkpipe dev", args, getenv, stdout, config.DataDir, httpAddr, publicURL, natsPort)
+	vals, err := worker.Parse("linkpipe dev", args, getenv, stdout, config.DataDir, httpAddr, publicURL, natsPort)
 	if err != nil {
 		return err
 	}
 	port := -1
 	if _, err := fmt.Sscan(vals.Get(natsPort), &port); err != nil {
-		return fmt.Errorf("linkpipe dev: %s is invalid: %v", natsPort.Env, err)
+		return worker.BadConfig(fmt.Errorf("linkpipe dev: %s is invalid: %w", natsPort.Env, err))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	st, err := devstack.Start(ctx, devstack.Config{

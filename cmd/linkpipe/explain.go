@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/history"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 func runExplain(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -24,11 +26,11 @@ func runExplain(ctx context.Context, args []string, getenv func(string) string, 
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return worker.BadConfig(err)
 	}
 	if (*linkID == "") == (*client == "" || *practice == "") {
 		fs.Usage()
-		return fmt.Errorf("linkpipe explain: give --practice and --client, or --link")
+		return worker.BadConfig(errors.New("linkpipe explain: give --practice and --client, or --link"))
 	}
 	url := *natsURL
 	if url == "" {
@@ -37,7 +39,7 @@ func runExplain(ctx context.Context, args []string, getenv func(string) string, 
 	if url == "" {
 		url = config.NATSURL.Default
 	}
-	nc, js, err := bus.Connect(url, "linkpipe-explain")
+	nc, js, err := bus.Connect(url, worker.ClientName("explain"))
 	if err != nil {
 		return err
 	}

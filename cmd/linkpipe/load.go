@@ -21,6 +21,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/devstack"
 	"github.com/linkpipe/linkpipe/internal/scope"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 // runLoad starts an all-in-one stack (one replica of each worker on the
@@ -36,7 +37,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	nRedeem := fs.Int("redeem", 5000, "links to click and redeem (at most -actions)")
 	conc := fs.Int("concurrency", 32, "concurrent HTTP clients")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return worker.BadConfig(err)
 	}
 	if *nRedeem > *nActions {
 		*nRedeem = *nActions

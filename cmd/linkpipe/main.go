@@ -8,25 +8,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	default:
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	os.Exit(worker.Exit(os.Stderr, err))
 }
 
 const usage = `usage: linkpipe <command> [flags]
@@ -59,5 +55,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("linkpipe: unknown command %q\n%s", args[0], usage)
+	return worker.BadConfig(fmt.Errorf("linkpipe: unknown command %q\n%s", args[0], usage))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 const publishUsage = `usage:
@@ -57,7 +58,7 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	subject := fs.String("subject", "", "subject (raw)")
 	file := fs.String("file", "", "JSON file, - for stdin (raw)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return worker.BadConfig(err)
 	}
 	url := *natsURL
 	if url == "" {
@@ -98,20 +99,20 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 			raw, err = os.ReadFile(*file)
 		}
 		if err != nil {
-			return fmt.Errorf("linkpipe publish: %w", err)
+			return worker.BadConfig(fmt.Errorf("linkpipe publish: %w", err))
 		}
 		a, err := events.Decode(*subject, raw)
 		if err != nil {
-			return fmt.Errorf("linkpipe publish: %w", err)
+			return worker.BadConfig(fmt.Errorf("linkpipe publish: %w", err))
 		}
 		action = a
 	default:
-		return fmt.Errorf("linkpipe publish: unknown action %q\n%s", kind, publishUsage)
+		return worker.BadConfig(fmt.Errorf("linkpipe publish: unknown action %q\n%s", kind, publishUsage))
 	}
 	if err := action.Validate(); err != nil {
-		return fmt.Errorf("linkpipe publish %s: %w", kind, err)
+		return worker.BadConfig(fmt.Errorf("linkpipe publish %s: %w", kind, err))
 	}
-	nc, js, err := bus.Connect(url, "linkpipe-cli")
+	nc, js, err := bus.Connect(url, worker.ClientName("cli"))
 	if err != nil {
 		return err
 	}

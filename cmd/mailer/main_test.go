@@ -32,6 +32,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 var testKey = bytes.Repeat([]byte{7}, 32)
@@ -67,7 +68,7 @@ func TestBadConfigNamesTheSetting(t *testing.T) {
 	}
 	for _, c := range cases {
 		err := run(context.Background(), nil, envOf(c.env), io.Discard)
-		if err == nil || !strings.Contains(err.Error(), c.name) || !errors.As(err, new(configError)) {
+		if err == nil || !strings.Contains(err.Error(), c.name) || !errors.Is(err, worker.ErrConfig) {
 			t.Errorf("%v: got %v, want a config error naming %s", c.env, err, c.name)
 		}
 	}

@@ -10,101 +10,60 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
-	"time"
 
-	"github.com/linkpipe/linkpipe/internal/admin"
-	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
-	"github.com/linkpipe/linkpipe/internal/practice"
-	"github.com/linkpipe/linkpipe/internal/redeemer"
-	"github.com/linkpipe/linkpipe/internal/ticket"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
-// errConfig marks a bad setting: the process exits with status 2.
-var errConfig = errors.New("bad configuration")
+const prog = "redeemer"
+
+// Log keys.
+const (
+	keyPublicURL = "public_url"
+	keyKid       = "kid"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errConfig):
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	os.Exit(worker.Exit(os.Stderr, err))
 }
 
-// setupWait bounds how long the redeemer waits for NATS at start.
-const setupWait = 30 * time.Second
-
+// run wires the redeemer and runs it until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	vals, err := config.Parse("redeemer", args, getenv, stdout, config.RedeemerVars()...)
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
+	vals, err := worker.Parse(prog, args, getenv, stdout, config.RedeemerVars()...)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfig, err)
+		return err
 	}
 	seed, err := config.DecodeSeed(vals.Get(config.TicketKey))
 	if err != nil {
-		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
+		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.TicketKey.Env, err))
 	}
-	replicas, _ := strconv.Atoi(vals.Get(config.Replicas))
-	publicURL := vals.Get(config.PublicURL)
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("worker", "redeemer")
 
-	nc, js, err := bus.Connect(vals.Get(config.NATSURL), "linkpipe-redeemer")
+	p, err := worker.Start(ctx, worker.Settings{Name: prog, Values: vals, LogOutput: os.Stderr})
 	if err != nil {
-		return fmt.Errorf("redeemer: %w", err)
-	}
-	defer nc.Close()
-	setupCtx, cancel := context.WithTimeout(ctx, setupWait)
-	defer cancel()
-	if err = bus.SetupWhenReady(setupCtx, js, bus.Options{Replicas: replicas}, log); err != nil {
-		return fmt.Errorf("redeemer: %w", err)
-	}
-	dir, err := practice.Open(setupCtx, js, log)
-	if err != nil {
-		return fmt.Errorf("redeemer: %w", err)
-	}
-	defer dir.Close()
-
-	signer, err := ticket.NewSigner(seed, publicURL)
-	if err != nil {
-		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
-	}
-	rd, err := redeemer.New(redeemer.Config{
-		JS: js, NC: nc, Practices: dir, Signer: signer,
-		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: redeemer.CookieKeyFromSeed(seed),
-		Log: log, Metrics: admin.NewRegistry(),
-	})
-	if err != nil {
-		return fmt.Errorf("%w: %w", errConfig, err)
-	}
-	srv, err := admin.Listen(vals.Get(config.HTTPAddr), rd.Handler())
-	if err != nil {
-		return fmt.Errorf("redeemer: %w", err)
-	}
-	defer srv.Close()
-	fmt.Fprintf(stdout, "redeemer ready http=%s\n", srv.Addr())
-	log.Info("redeemer: ready", "http", srv.Addr(), "public_url", publicURL, "kid", signer.Kid())
-
-	// The projector runs until ctx ends.
-	if err := rd.Run(ctx); err != nil {
 		return err
 	}
-	return nil
+	defer p.Close()
+	publicURL := vals.Get(config.PublicURL)
+	rd, signer, err := worker.NewRedeemer(p.Deps(prog), worker.RedeemerSettings{
+		Seed: seed, PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL),
+	})
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("%s: %w", prog, err))
+	}
+	srv, err := p.Serve(config.HTTPAddr, rd.Handler())
+	if err != nil {
+		return err
+	}
+	p.Ready(stdout, worker.KeyHTTP, srv.Addr(), keyPublicURL, publicURL, keyKid, signer.Kid())
+
+	// The projector runs until ctx ends.
+	return p.Run(ctx, rd.Run)
 }

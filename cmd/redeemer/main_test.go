@@ -17,6 +17,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/ticket"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 var seed = bytes.Repeat([]byte{5}, 32)
@@ -77,7 +78,7 @@ func TestBadConfigurationStopsAtStart(t *testing.T) {
 		}
 		m[tc.key] = tc.val
 		err := run(context.Background(), nil, env(m), io.Discard)
-		if !errors.Is(err, errConfig) || !strings.Contains(err.Error(), tc.key) {
+		if !errors.Is(err, worker.ErrConfig) || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("%s: got %v, want a configuration error naming %s", name, err, tc.key)
 		}
 	}

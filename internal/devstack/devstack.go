@@ -24,21 +24,17 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
-	"github.com/linkpipe/linkpipe/internal/practice"
-	"github.com/linkpipe/linkpipe/internal/redeemer"
-	"github.com/linkpipe/linkpipe/internal/store"
-	"github.com/linkpipe/linkpipe/internal/ticket"
+	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
 // DemoPractice is the practice the /dev page publishes for.
@@ -73,10 +69,7 @@ type Stack struct {
 
 	keys   *link.Keyring
 	srv    *server.Server
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	dbs    []*bolt.DB
-	dir    *practice.Directory
+	proc   *worker.Process
 	http   *admin.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -167,36 +160,24 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.NATSURL = st.srv.ClientURL()
-	st.nc, st.js, err = bus.Connect(st.NATSURL, "linkpipe-dev")
+	// One process hosting the three workers, wired as their own binaries
+	// wire them.
+	st.proc, err = worker.Start(ctx, worker.Settings{Name: "dev", Log: cfg.Log, Clock: cfg.Clock, Values: config.Values{
+		config.NATSURL.Env: st.NATSURL, config.DataDir.Env: cfg.DataDir, config.Replicas.Env: "1",
+	}})
 	if err != nil {
 		return st, err
 	}
-	if err := bus.Setup(ctx, st.js, bus.Options{}); err != nil {
-		return st, err
-	}
-	st.dir, err = practice.Open(ctx, st.js, cfg.Log)
-	if err != nil {
-		return st, err
-	}
-	openDB := func(name string, buckets ...string) (*bolt.DB, error) {
-		db, err := store.Open(cfg.DataDir, name, buckets...)
-		if err == nil {
-			st.dbs = append(st.dbs, db)
-		}
-		return db, err
-	}
-	reg := admin.NewRegistry()
 
-	issuerDB, err := openDB("issuer", issuer.Buckets()...)
+	issuerDB, err := st.proc.OpenStore("issuer", issuer.Buckets()...)
 	if err != nil {
 		return st, err
 	}
-	iss, err := issuer.New(issuer.Config{JS: st.js, DB: issuerDB, Keys: keys, Practices: st.dir,
-		Clock: cfg.Clock, Log: cfg.Log.With("worker", "issuer"), Metrics: reg})
+	iss, err := worker.NewIssuer(st.proc.Deps("issuer"), issuerDB, keys)
 	if err != nil {
 		return st, err
 	}
-	mailerDB, err := openDB("mailer")
+	mailerDB, err := st.proc.OpenStore("mailer", mailer.SinkBucket)
 	if err != nil {
 		return st, err
 	}
@@ -211,31 +192,27 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if cfg.From == "" {
 		cfg.From = "linkpipe-dev@localhost.localdomain"
 	}
-	ml, err := mailer.New(mailer.Config{JS: st.js, Keys: keys, Practices: st.dir, Sender: sender,
-		From: cfg.From, PublicURL: base, Clock: cfg.Clock,
-		Log: cfg.Log.With("worker", "mailer"), Metrics: reg})
+	ml, err := worker.NewMailer(st.proc.Deps("mailer"), worker.MailerSettings{
+		Keys: keys, Sender: sender, From: cfg.From, PublicURL: base,
+	})
 	if err != nil {
 		return st, err
 	}
-	signer, err := ticket.NewSigner(seed, base)
-	if err != nil {
-		return st, err
-	}
-	rd, err := redeemer.New(redeemer.Config{JS: st.js, NC: st.nc, Practices: st.dir, Signer: signer,
-		PublicURL: base, PortalURL: base + "/portal", CookieKey: redeemer.CookieKeyFromSeed(seed), Clock: cfg.Clock,
-		Log: cfg.Log.With("worker", "redeemer"), Metrics: reg})
+	rd, signer, err := worker.NewRedeemer(st.proc.Deps("redeemer"), worker.RedeemerSettings{
+		Seed: seed, PublicURL: base, PortalURL: base + "/portal",
+	})
 	if err != nil {
 		return st, err
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
-	for name, run := range map[string]func(context.Context) error{"issuer": iss.Run, "mailer": ml.Run, "redeemer": rd.Run} {
+	for name, run := range map[string]worker.Runner{"issuer": iss.Run, "mailer": ml.Run, "redeemer": rd.Run} {
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()
 			if err := run(runCtx); err != nil && runCtx.Err() == nil {
-				cfg.Log.Error("worker stopped", "worker", name, "err", err)
+				cfg.Log.Error("worker stopped", worker.KeyWorker, name, worker.KeyErr, err)
 				st.errMu.Lock()
 				st.err = fmt.Errorf("devstack: %s: %w", name, err)
 				st.errMu.Unlock()
@@ -244,7 +221,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 
 	// The demo practice's settings go through the issuer like any other.
-	if _, err := events.Publish(ctx, st.js, &events.PracticeUpdated{
+	if _, err := events.Publish(ctx, st.proc.JS, &events.PracticeUpdated{
 		Envelope: events.Envelope{EventID: fmt.Sprintf("dev-practice-%x", sha256.Sum256([]byte(base)))[:25], PracticeID: DemoPractice},
 		Practice: events.Practice{Name: "Demo Practice", ReplyTo: "front-desk@demo.example", PortalURL: base + "/portal"},
 	}); err != nil {
@@ -252,12 +229,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 
 	mux := http.NewServeMux()
-	dev := &devPages{js: st.js, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log}
+	dev := &devPages{js: st.proc.JS, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log}
 	dev.register(mux)
-	inbox := sink.Handler("/inbox")
-	mux.Handle("/inbox", inbox)
-	mux.Handle("/inbox/", inbox)
-	mux.Handle("/inbox.json", inbox)
+	worker.MountInbox(mux, sink)
 	mux.Handle("/", rd.Handler())
 	st.http = admin.Serve(ln, mux)
 	return st, nil
@@ -274,9 +248,10 @@ func (s *Stack) Err() error {
 func (s *Stack) Keys() *link.Keyring { return s.keys }
 
 // JetStream returns the stack's JetStream client.
-func (s *Stack) JetStream() jetstream.JetStream { return s.js }
+func (s *Stack) JetStream() jetstream.JetStream { return s.proc.JS }
 
-// Close stops the HTTP server, the workers and the embedded server.
+// Close stops the HTTP server, the workers, their process (stores, practice
+// directory, the flushed NATS connection) and the embedded server.
 func (s *Stack) Close() error {
 	if s.http != nil {
 		s.http.Close()
@@ -285,14 +260,8 @@ func (s *Stack) Close() error {
 		s.cancel()
 	}
 	s.wg.Wait()
-	if s.dir != nil {
-		s.dir.Close()
-	}
-	if s.nc != nil {
-		s.nc.Close()
-	}
-	for _, db := range s.dbs {
-		db.Close()
+	if s.proc != nil {
+		s.proc.Close()
 	}
 	if s.srv != nil {
 		s.srv.Shutdown()

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/issuer"
+	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/ticket"
+)
+
+// Deps are what a worker takes from the process that hosts it: one set
+// per process, shared by every worker in it (Process.Deps).
+type Deps struct {
+	JS        jetstream.JetStream
+	NC        *nats.Conn
+	Practices *practice.Directory
+	Metrics   *prometheus.Registry
+	Clock     clock.Clock
+	// Log is tagged with the worker's name.
+	Log *slog.Logger
+}
+
+// NewIssuer builds the issuer on its own bbolt file (opened with
+// issuer.Buckets()).
+func NewIssuer(d Deps, db *bolt.DB, keys *link.Keyring) (*issuer.Issuer, error) {
+	return issuer.New(issuer.Config{JS: d.JS, DB: db, Keys: keys, Practices: d.Practices,
+		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+}
+
+// MailerSettings are the mailer's own settings.
+type MailerSettings struct {
+	Keys   *link.Keyring
+	Sender mailer.Sender
+	// From is the From address of every email.
+	From string
+	// PublicURL is the redeemer's base URL.
+	PublicURL string
+}
+
+// NewMailer builds the mailer.
+func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
+	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
+		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+}
+
+// RedeemerSettings are the redeemer's own settings.
+type RedeemerSettings struct {
+	// Seed is the decoded LINKPIPE_TICKET_KEY: it signs tickets and keys
+	// the session cookie.
+	Seed      []byte
+	PublicURL string
+	PortalURL string
+}
+
+// NewRedeemer builds the redeemer and the signer of its tickets. Its
+// Handler serves the link routes, the JWKS, /healthz, /readyz and
+// /metrics; its Run runs the projector.
+func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer, error) {
+	signer, err := ticket.NewSigner(s.Seed, s.PublicURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", config.TicketKey.Env, err)
+	}
+	rd, err := redeemer.New(redeemer.Config{JS: d.JS, NC: d.NC, Practices: d.Practices, Signer: signer,
+		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seed),
+		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+	if err != nil {
+		return nil, nil, err
+	}
+	return rd, signer, nil
+}
+
+// InboxPath is where the mail sink's inbox is served.
+const InboxPath = "/inbox"
+
+// MountInbox serves the sink's inbox on mux: /inbox, /inbox/<id> and
+// /inbox.json.
+func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
+	h := sink.Handler(InboxPath)
+	mux.Handle(InboxPath, h)
+	mux.Handle(InboxPath+"/", h)
+	mux.Handle(InboxPath+".json", h)
+}

@@ -1,0 +1,231 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/linkpipe/linkpipe/internal/admin"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/store"
+)
+
+// Bounds every worker process shares.
+const (
+	// StartupTimeout bounds how long a process waits at start for NATS to
+	// answer and its streams to be set up (workers may start before the
+	// server).
+	StartupTimeout = time.Minute
+	// FlushTimeout bounds the flush of the NATS connection on exit, which
+	// lets the acks and publishes of the last messages reach the server.
+	FlushTimeout = 5 * time.Second
+)
+
+// Log keys. KeyAdmin and KeyHTTP also label the address in Ready's line.
+const (
+	KeyWorker  = "worker"
+	KeyErr     = "err"
+	KeyNATSURL = "nats_url"
+	KeyAdmin   = "admin"
+	KeyHTTP    = "http"
+)
+
+// ClientName is the NATS client name of a linkpipe process: linkpipe-<name>.
+func ClientName(name string) string { return "linkpipe-" + name }
+
+// NewLogger is the JSON logger of a worker process, writing to w with the
+// worker's name under KeyWorker.
+func NewLogger(w io.Writer, name string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, nil)).With(KeyWorker, name)
+}
+
+// Settings say which process to start.
+type Settings struct {
+	// Name is the worker's name ("issuer"): its log tag, the NATS client
+	// name linkpipe-<Name>, and the error prefix.
+	Name string
+	// Values are the parsed settings; Start reads NATS_URL,
+	// LINKPIPE_REPLICAS and LINKPIPE_DATA_DIR from them.
+	Values config.Values
+	// Log is the untagged logger the process's loggers derive from; nil
+	// means JSON to LogOutput.
+	Log       *slog.Logger
+	LogOutput io.Writer
+	// Clock defaults to clock.Real{}.
+	Clock clock.Clock
+	// StartupTimeout defaults to StartupTimeout.
+	StartupTimeout time.Duration
+}
+
+// Runner is a worker's consume loop or projector: it runs until ctx ends.
+type Runner func(ctx context.Context) error
+
+// Process is a running worker process: connected to NATS, its streams set
+// up, its practice directory loaded. Open its store and serve its HTTP with
+// its methods; Close releases everything in reverse order.
+type Process struct {
+	Name      string
+	Values    config.Values
+	Log       *slog.Logger
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	Practices *practice.Directory
+	// Metrics is the process's Prometheus registry, served at /metrics.
+	Metrics *prometheus.Registry
+
+	base  *slog.Logger
+	clock clock.Clock
+
+	mu      sync.Mutex
+	closers []func()
+}
+
+// Start connects to NATS as linkpipe-<name>, sets up the streams (waiting
+// for the server up to the start-up deadline), and loads the practice
+// directory, which stays current until ctx ends or Close.
+func Start(ctx context.Context, s Settings) (_ *Process, err error) {
+	base := s.Log
+	if base == nil {
+		out := s.LogOutput
+		if out == nil {
+			out = io.Discard
+		}
+		base = slog.New(slog.NewJSONHandler(out, nil))
+	}
+	if s.Clock == nil {
+		s.Clock = clock.Real{}
+	}
+	if s.StartupTimeout <= 0 {
+		s.StartupTimeout = StartupTimeout
+	}
+	replicas, err := strconv.Atoi(s.Values.Get(config.Replicas))
+	if err != nil {
+		return nil, BadConfig(fmt.Errorf("%s: %s: %w", s.Name, config.Replicas.Env, err))
+	}
+	p := &Process{
+		Name: s.Name, Values: s.Values, Log: base.With(KeyWorker, s.Name),
+		Metrics: admin.NewRegistry(), base: base, clock: s.Clock,
+	}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	p.NC, p.JS, err = bus.Connect(s.Values.Get(config.NATSURL), ClientName(s.Name))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	p.onClose(p.flushAndClose)
+	setupCtx, cancel := context.WithTimeout(ctx, s.StartupTimeout)
+	defer cancel()
+	if err := bus.SetupWhenReady(setupCtx, p.JS, bus.Options{Replicas: replicas}, p.Log); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	// The directory's watch lives as long as ctx, not the deadline.
+	p.Practices, err = practice.Open(ctx, p.JS, p.Log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	p.onClose(func() { p.Practices.Close() })
+	return p, nil
+}
+
+// Deps are what the process shares with the workers it hosts, logging as
+// worker.
+func (p *Process) Deps(worker string) Deps {
+	return Deps{JS: p.JS, NC: p.NC, Practices: p.Practices, Metrics: p.Metrics, Clock: p.clock,
+		Log: p.base.With(KeyWorker, worker)}
+}
+
+// OpenStore opens the bbolt file <LINKPIPE_DATA_DIR>/<name>.db with its
+// buckets, closed by Close.
+func (p *Process) OpenStore(name string, buckets ...string) (*bolt.DB, error) {
+	db, err := store.Open(p.Values.Get(config.DataDir), name, buckets...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", p.Name, config.DataDir.Env, err)
+	}
+	p.onClose(func() { db.Close() })
+	return db, nil
+}
+
+// AdminMux is a mux serving the process's /healthz, /readyz (connected to
+// NATS) and /metrics.
+func (p *Process) AdminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	admin.Register(mux, p.Metrics, admin.NATSReady(p.NC))
+	return mux
+}
+
+// Serve serves h on the address of the setting addr (LINKPIPE_ADMIN_ADDR,
+// LINKPIPE_HTTP_ADDR) until Close. An address it cannot listen on is a bad
+// configuration naming the setting.
+func (p *Process) Serve(addr config.Var, h http.Handler) (*admin.Server, error) {
+	srv, err := admin.Listen(p.Values.Get(addr), h)
+	if err != nil {
+		return nil, BadConfig(fmt.Errorf("%s: %s: %w", p.Name, addr.Env, err))
+	}
+	p.onClose(func() { srv.Close() })
+	return srv, nil
+}
+
+// Ready announces that the process serves on addr: a log line, and
+// "<name> ready <what>=<addr>" on stdout, which tests and scripts wait for.
+func (p *Process) Ready(stdout io.Writer, what, addr string, attrs ...any) {
+	p.Log.Info(p.Name+" ready", append([]any{what, addr, KeyNATSURL, p.NC.ConnectedUrlRedacted()}, attrs...)...)
+	fmt.Fprintf(stdout, "%s ready %s=%s\n", p.Name, what, addr)
+}
+
+// Run runs the worker until ctx ends and returns its error, prefixed with
+// the process's name.
+func (p *Process) Run(ctx context.Context, run Runner) error {
+	err := run(ctx)
+	p.Log.Info(p.Name+" stopping", KeyErr, err)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Close releases what the process opened, newest first: servers, stores,
+// the practice directory, and last the NATS connection, flushed first
+// (within FlushTimeout) so nothing published or acked just before is lost.
+// It is safe to call more than once.
+func (p *Process) Close() error {
+	p.mu.Lock()
+	closers := p.closers
+	p.closers = nil
+	p.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
+	return nil
+}
+
+func (p *Process) onClose(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closers = append(p.closers, f)
+}
+
+func (p *Process) flushAndClose() {
+	if p.NC.IsConnected() {
+		if err := p.NC.FlushTimeout(FlushTimeout); err != nil {
+			p.Log.Warn(p.Name+" flush on exit", KeyErr, err)
+		}
+	}
+	p.NC.Close()
+}
