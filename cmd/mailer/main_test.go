@@ -30,6 +30,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 	"github.com/linkpipe/linkpipe/internal/worker"
@@ -147,6 +148,11 @@ func queue(t *testing.T, js jetstream.JetStream, cmd *mail.Command) {
 	data, _ := json.Marshal(cmd)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// What the issuer does first: record the link's address.
+	if err := recipient.NewBook(js).Put(ctx, cmd.LinkID, cmd.To); err != nil {
+		t.Error(err)
+		return
+	}
 	if _, err := bus.PublishOnce(ctx, js, bus.MailCommandPrefix+cmd.MailID, cmd.MailID, data, nil); err != nil {
 		t.Error(err)
 	}

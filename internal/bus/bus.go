@@ -38,6 +38,9 @@ const (
 	// BucketEventClaims binds each event id (per practice) to the action
 	// that first used it: the issuer's claims, see issuer.claim.
 	BucketEventClaims = "linkpipe_event_claims"
+	// BucketRecipients holds the address on record of each link (package
+	// recipient).
+	BucketRecipients = "linkpipe_recipients"
 )
 
 // Subjects of linkpipe's own streams.
@@ -223,6 +226,12 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Description: "event id -> the action (subject and client or appointment) that first used it",
 	}); err != nil {
 		return fmt.Errorf("bus: bucket %s: %w", BucketEventClaims, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketRecipients, History: 1, Replicas: o.Replicas,
+		Description: "link id -> the address on record its emails go to",
+	}); err != nil {
+		return fmt.Errorf("bus: bucket %s: %w", BucketRecipients, err)
 	}
 	return nil
 }

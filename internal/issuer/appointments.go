@@ -281,6 +281,11 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, cur *scope.Entr
 			return err
 		}
 		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID = st.LinkID, kid, st.Purpose, cur.Subject, mintEventID
+		// The appointment's client details as the scope has them now are
+		// the link's address on record.
+		if err := i.recipients.Put(ctx, st.LinkID, *st.Client); err != nil {
+			return fmt.Errorf("issuer: %w", err)
+		}
 		cmd.ValidFrom, cmd.ExpiresAt = st.ValidFrom, st.ExpiresAt
 	}
 	return mail.Queue(ctx, i.js, cmd)

@@ -41,6 +41,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
@@ -138,6 +139,7 @@ type Issuer struct {
 	actions     *bus.Reader
 	m           *metrics
 	claims      *claims
+	recipients  *recipient.Book
 	routes      map[string]route
 }
 
@@ -229,11 +231,12 @@ func New(cfg Config) (*Issuer, error) {
 	i := &Issuer{
 		js: cfg.JS, keys: cfg.Keys, practices: cfg.Practices, clock: cfg.Clock,
 		log: cfg.Log, concurrency: cfg.Concurrency, ledger: lg,
-		scopes:  scope.NewStore(cfg.JS),
-		links:   bus.NewReader(cfg.JS, bus.StreamLinks),
-		actions: bus.NewReader(cfg.JS, bus.StreamActions),
-		m:       m,
-		claims:  &claims{js: cfg.JS},
+		scopes:     scope.NewStore(cfg.JS),
+		links:      bus.NewReader(cfg.JS, bus.StreamLinks),
+		actions:    bus.NewReader(cfg.JS, bus.StreamActions),
+		m:          m,
+		claims:     &claims{js: cfg.JS},
+		recipients: recipient.NewBook(cfg.JS),
 	}
 	i.routes = map[string]route{
 		events.SubjectSigninRequested:        {handle: i.claimed(i.signin), ledger: true},

@@ -154,6 +154,11 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 		if wrote {
 			current, outcome = true, outcomeIssued
 		}
+		// The address on record goes before the issued event: a link that
+		// exists has one (its emails and renewals go there, nowhere else).
+		if err := i.recipients.Put(ctx, linkID, sp.client); err != nil {
+			return result{}, fmt.Errorf("issuer: %w", err)
+		}
 		if err := i.publishIssued(ctx, d, sp, linkID, w); err != nil {
 			return result{}, err
 		}

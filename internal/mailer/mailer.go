@@ -52,6 +52,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 )
 
 // Sender hands one email to a mail provider and returns the provider's
@@ -89,11 +90,13 @@ type Config struct {
 
 // Mailer is the MAIL consumer.
 type Mailer struct {
-	cfg     Config
-	mailR   *bus.Reader
-	linksR  *bus.Reader
-	log     *slog.Logger
-	metrics metrics
+	cfg   Config
+	mailR *bus.Reader
+	// recipients is the address on record of each link.
+	recipients *recipient.Book
+	linksR     *bus.Reader
+	log        *slog.Logger
+	metrics    metrics
 }
 
 // Log keys.
@@ -229,11 +232,12 @@ func New(cfg Config) (*Mailer, error) {
 		cfg.SendTimeout = 30 * time.Second
 	}
 	return &Mailer{
-		cfg:     cfg,
-		mailR:   bus.NewReader(cfg.JS, bus.StreamMail),
-		linksR:  bus.NewReader(cfg.JS, bus.StreamLinks),
-		log:     cfg.Log,
-		metrics: newMetrics(cfg.Metrics),
+		cfg:        cfg,
+		mailR:      bus.NewReader(cfg.JS, bus.StreamMail),
+		recipients: recipient.NewBook(cfg.JS),
+		linksR:     bus.NewReader(cfg.JS, bus.StreamLinks),
+		log:        cfg.Log,
+		metrics:    newMetrics(cfg.Metrics),
 	}, nil
 }
 
@@ -432,6 +436,22 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	now := m.cfg.Clock.Now()
 	if carriesLink(cmd) && !cmd.ExpiresAt.IsZero() && !now.Before(cmd.ExpiresAt) {
 		return m.giveUp(ctx, cmd, "the link expired before its email could be sent", log)
+	}
+
+	// The address on record: a link goes only to its own recipient,
+	// whatever the command says (a forged or buggy command cannot send a
+	// live link elsewhere).
+	if cmd.LinkID != "" {
+		to, err := m.recipients.Get(ctx, cmd.LinkID)
+		switch {
+		case errors.Is(err, recipient.ErrNotFound):
+			return m.giveUp(ctx, cmd, "no address on record for the link", log)
+		case err != nil:
+			return outcome{retry: true, err: err}
+		case to.ID != cmd.To.ID:
+			return m.giveUp(ctx, cmd, "the mail command names another client than the link's", log)
+		}
+		cmd.To = to
 	}
 
 	// 2. The link, re-derived: the command never carries the token.

@@ -25,6 +25,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
@@ -81,6 +82,10 @@ func (e *env) signin(t testing.TB, eventID, email string) (*mail.Command, string
 	}
 	id, err := link.ID(token)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// What the issuer does: record the link's address.
+	if err := recipient.NewBook(e.js).Put(ctx(t), id, events.Client{ID: "c-" + eventID, Email: email, Name: "Pat"}); err != nil {
 		t.Fatal(err)
 	}
 	return &mail.Command{
