@@ -107,6 +107,17 @@ type ClientLinksRevoked struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// RenewalRequested asks for a way back in for the client of a link whose
+// click was refused ("Email me a new link"): published by the redeemer,
+// handled by the issuer, which mails the link's client at the address on
+// record (a fresh sign-in link, or a telehealth appointment's current
+// link). It carries no address: whoever can publish it can only make a
+// link's own client get an email.
+type RenewalRequested struct {
+	Envelope
+	LinkID string `json:"link_id"`
+}
+
 // Practice is a practice's settings.
 type Practice struct {
 	Name      string `json:"name"`
@@ -138,6 +149,7 @@ func (*AppointmentCanceled) Subject() string    { return SubjectAppointmentCance
 func (*AppointmentReminder) Subject() string    { return SubjectAppointmentReminder }
 func (*ClientLinksRevoked) Subject() string     { return SubjectClientLinksRevoked }
 func (*PracticeUpdated) Subject() string        { return SubjectPracticeUpdated }
+func (*RenewalRequested) Subject() string       { return SubjectRenewalRequested }
 
 // newAction returns an empty action for a subject, or nil for an unknown one.
 func newAction(subject string) Action {
@@ -158,6 +170,8 @@ func newAction(subject string) Action {
 		return &ClientLinksRevoked{}
 	case SubjectPracticeUpdated:
 		return &PracticeUpdated{}
+	case SubjectRenewalRequested:
+		return &RenewalRequested{}
 	}
 	return nil
 }

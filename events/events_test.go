@@ -46,6 +46,7 @@ func samples() []events.Action {
 		&events.AppointmentCanceled{Envelope: env("evt-5"), Appointment: events.Appointment{ID: "appt-1"}},
 		&events.AppointmentReminder{Envelope: env("evt-6"), Appointment: events.Appointment{ID: "appt-1"}},
 		&events.ClientLinksRevoked{Envelope: env("evt-7"), Client: events.Client{ID: "c-7"}, Reason: "lost phone"},
+		&events.RenewalRequested{Envelope: env("renew-9"), LinkID: "Lx3a9"},
 		&events.PracticeUpdated{Envelope: env("evt-8"),
 			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example"},
 			Policy:   &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
@@ -89,9 +90,9 @@ func TestGoldenWireFormat(t *testing.T) {
 func TestLifecycleGolden(t *testing.T) {
 	ev := events.LinkEvent{EventID: "issued-Labc", Type: events.TypeIssued, LinkID: "Labc", PracticeID: "acme",
 		ClientID: "c-7", Purpose: events.PurposeSignin, At: *ts("2026-11-24T10:00:00Z"), CauseEventID: "evt-1",
-		Client: &client, ReturnTo: "/messages", ValidFrom: ts("2026-11-24T10:00:00Z"), ExpiresAt: ts("2026-11-25T10:00:00Z")}
+		ReturnTo: "/messages", ValidFrom: ts("2026-11-24T10:00:00Z"), ExpiresAt: ts("2026-11-25T10:00:00Z")}
 	got, _ := json.Marshal(ev)
-	want := `{"event_id":"issued-Labc","type":"issued","link_id":"Labc","practice_id":"acme","client_id":"c-7","purpose":"signin","at":"2026-11-24T10:00:00Z","cause_event_id":"evt-1","client":{"id":"c-7","email":"pat@example.com","name":"Pat Doe"},"return_to":"/messages","valid_from":"2026-11-24T10:00:00Z","expires_at":"2026-11-25T10:00:00Z"}`
+	want := `{"event_id":"issued-Labc","type":"issued","link_id":"Labc","practice_id":"acme","client_id":"c-7","purpose":"signin","at":"2026-11-24T10:00:00Z","cause_event_id":"evt-1","return_to":"/messages","valid_from":"2026-11-24T10:00:00Z","expires_at":"2026-11-25T10:00:00Z"}`
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

@@ -23,8 +23,9 @@ type LinkEvent struct {
 	// Permanent tells, on a failed event, that retrying will not help.
 	Permanent bool `json:"permanent,omitempty"`
 
-	// Link details, on issued.
-	Client        *Client    `json:"client,omitempty"`
+	// Link details, on issued. A lifecycle event names the client by id
+	// only: no address or name is ever published on LINKS (which is never
+	// purged); the address on record lives in linkpipe's recipient bucket.
 	DocumentID    string     `json:"document_id,omitempty"`
 	ShareID       string     `json:"share_id,omitempty"`
 	AppointmentID string     `json:"appointment_id,omitempty"`

@@ -19,6 +19,12 @@ const (
 	SubjectClientLinksRevoked     = "actions.client.links_revoked"
 	SubjectPracticeUpdated        = "actions.practice.updated"
 
+	// SubjectRenewalRequested is published by linkpipe's own redeemer
+	// (not by practice systems): a client asked for a fresh link from a
+	// refused one. It names only the link; the issuer resolves it to the
+	// link's client and address on record.
+	SubjectRenewalRequested = "actions.renewal.requested"
+
 	// SubjectActionsAll is the ACTIONS stream's subject filter.
 	SubjectActionsAll = "actions.>"
 )

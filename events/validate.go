@@ -319,6 +319,14 @@ func (a *ClientLinksRevoked) Validate() error {
 	return checkText("reason", a.Reason, MaxReasonLen, false)
 }
 
+// Validate implements Action.
+func (a *RenewalRequested) Validate() error {
+	if err := a.envelope().validate(); err != nil {
+		return err
+	}
+	return checkID("link_id", a.LinkID)
+}
+
 // Validate implements Action; policy values outside the bounds are refused.
 func (a *PracticeUpdated) Validate() error {
 	if err := a.envelope().validate(); err != nil {

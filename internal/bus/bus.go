@@ -85,6 +85,7 @@ var ActionSubjects = []string{
 	events.SubjectAppointmentReminder,
 	events.SubjectClientLinksRevoked,
 	events.SubjectPracticeUpdated,
+	events.SubjectRenewalRequested,
 }
 
 // Sentinel errors.

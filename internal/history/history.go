@@ -178,9 +178,7 @@ func eventDetail(ev *events.LinkEvent) string {
 	switch ev.Type {
 	case events.TypeIssued:
 		d = append(d, ev.Purpose)
-		if ev.Client != nil {
-			d = append(d, "to "+ev.Client.Email)
-		}
+		d = append(d, "for client "+ev.ClientID)
 		if ev.ExpiresAt != nil {
 			d = append(d, "expires "+ev.ExpiresAt.Format(time.RFC3339))
 		}

@@ -79,6 +79,8 @@ func ownerOf(subject string, a events.Action) string {
 		return subject + " appointment " + a.Appointment.ID
 	case *events.ClientLinksRevoked:
 		return subject + " client " + a.Client.ID
+	case *events.RenewalRequested:
+		return subject + " link " + a.LinkID
 	}
 	return ""
 }

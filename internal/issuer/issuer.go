@@ -247,6 +247,7 @@ func New(cfg Config) (*Issuer, error) {
 		events.SubjectAppointmentCanceled:    {handle: i.claimed(i.appointmentCanceled), ledger: true},
 		events.SubjectAppointmentReminder:    {handle: i.claimed(i.appointmentReminder), ledger: true},
 		events.SubjectClientLinksRevoked:     {handle: i.claimed(i.linksRevoked), ledger: true},
+		events.SubjectRenewalRequested:       {handle: i.claimed(i.renewalRequested), ledger: true},
 	}
 	return i, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
@@ -44,10 +45,16 @@ func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
 	if ev.EventID != "issued-"+linkA1 || ev.Type != events.TypeIssued || ev.LinkID != linkA1 ||
 		ev.PracticeID != "acme" || ev.ClientID != "alice" || ev.Purpose != events.PurposeSignin ||
 		!ev.At.Equal(t0) || ev.CauseEventID != "evt-a1" || ev.ReturnTo != "/messages" ||
-		ev.Client == nil || *ev.Client != signin("x", "alice").Client ||
 		ev.ValidFrom == nil || !ev.ValidFrom.Equal(t0) || ev.ExpiresAt == nil || !ev.ExpiresAt.Equal(t0.Add(24*time.Hour)) ||
 		ev.Supersedes != "" {
 		t.Errorf("issued event: %+v", ev)
+	}
+	// The address on record is in the recipient book, never on LINKS.
+	if to, err := recipient.NewBook(e.js).Get(e.ctx, linkA1); err != nil || to != signin("x", "alice").Client {
+		t.Errorf("address on record: %+v %v", to, err)
+	}
+	if raw, err := e.links.Last(e.ctx, events.LinkSubject(linkA1, events.TypeIssued)); err != nil || bytes.Contains(raw.Data, []byte("@")) {
+		t.Errorf("the issued event carries an address: %s %v", raw.Data, err)
 	}
 	if got := scope.OfLink(&ev); got != scopeA {
 		t.Errorf("ScopeOf(issued) = %s, want %s", got, scopeA)

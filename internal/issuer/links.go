@@ -207,11 +207,10 @@ func (i *Issuer) readIssued(ctx context.Context, linkID string) (*events.LinkEve
 // publishIssued publishes links.<link_id>.issued once (Nats-Msg-Id
 // issued-<link_id>).
 func (i *Issuer) publishIssued(ctx context.Context, d *delivery, sp linkSpec, linkID string, w window) error {
-	client := sp.client
 	ev := events.LinkEvent{
 		EventID: "issued-" + linkID, Type: events.TypeIssued, LinkID: linkID,
 		PracticeID: d.env.PracticeID, ClientID: sp.client.ID, Purpose: sp.purpose, At: w.at,
-		CauseEventID: d.env.EventID, Client: &client, ReturnTo: sp.returnTo, ShareID: sp.shareID,
+		CauseEventID: d.env.EventID, ReturnTo: sp.returnTo, ShareID: sp.shareID,
 		AppointmentID: sp.appointmentID,
 		ValidFrom:     &w.validFrom, ExpiresAt: &w.expiresAt, Supersedes: w.supersedes,
 	}

@@ -30,13 +30,6 @@ func EventMailID(practiceID, eventID, kind string) string {
 	return "M" + base64.RawURLEncoding.EncodeToString(sum[:18]) + "-" + kind
 }
 
-// renewInfix separates a link id from a renewal id in a renewal's mail id.
-const renewInfix = "-renew-"
-
-// RenewalMailID is the id of an email a renewal request re-sends the
-// current link of linkID in.
-func RenewalMailID(linkID, renewalID string) string { return linkID + renewInfix + renewalID }
-
 // Queue queues cmd as mail.cmd.<mail_id> once. A command already queued
 // (MAIL refuses a second message on the subject) is not an error.
 func Queue(ctx context.Context, js jetstream.JetStream, cmd *Command) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +26,6 @@ import (
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
-	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
@@ -196,7 +196,6 @@ func (e *env) issue(s spec) (token, linkID string) {
 	ev := &events.LinkEvent{
 		EventID: "issued-" + linkID, Type: events.TypeIssued, LinkID: linkID,
 		PracticeID: s.Practice, ClientID: s.Client, Purpose: s.Purpose, At: now, CauseEventID: s.EventID,
-		Client:   &events.Client{ID: s.Client, Email: s.Client + "@example.com", Name: "Pat " + s.Client},
 		ReturnTo: s.ReturnTo, DocumentID: s.DocumentID, ShareID: s.ShareID, AppointmentID: s.AppointmentID,
 	}
 	st := scope.State{Change: scope.ChangeIssued, LinkID: linkID, Purpose: s.Purpose, OneTime: true,
@@ -408,46 +407,32 @@ func htmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace(s)
 }
 
-// renewMails are the renewal mail commands queued on MAIL
-// (mail.cmd.<link id>-renew-<random>), by mail id.
-func (e *env) renewMails() map[string]mail.Command {
+// renewalRequests are the actions.renewal.requested on ACTIONS, in order.
+func (e *env) renewalRequests() []*events.RenewalRequested {
 	e.t.Helper()
 	ctx := context.Background()
-	r := bus.NewReader(e.js, bus.StreamMail)
-	subs, err := r.Subjects(ctx, bus.MailCommandPrefix+">")
+	s, err := e.js.Stream(ctx, bus.StreamActions)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out := map[string]mail.Command{}
-	for subj := range subs {
-		if !strings.Contains(subj, "-renew-") {
-			continue
+	var out []*events.RenewalRequested
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(events.SubjectRenewalRequested))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out
 		}
-		var cmd mail.Command
-		if _, err := r.LastJSON(ctx, subj, &cmd); err != nil {
+		if err != nil {
 			e.t.Fatal(err)
 		}
-		if bus.MailCommandPrefix+cmd.MailID != subj {
-			e.t.Fatalf("mail command on %s names mail id %q", subj, cmd.MailID)
+		a, err := events.Decode(m.Subject, m.Data)
+		if err != nil {
+			e.t.Fatal(err)
 		}
-		out[cmd.MailID] = cmd
+		rr := a.(*events.RenewalRequested)
+		if m.Header.Get("Nats-Msg-Id") != rr.EventID {
+			e.t.Fatalf("renewal request without its event id as Nats-Msg-Id: %v", m.Header)
+		}
+		out = append(out, rr)
+		seq = m.Sequence + 1
 	}
-	return out
-}
-
-// lastSigninRequest is the last actions.signin.requested on ACTIONS.
-func (e *env) lastSigninRequest() *events.SigninRequested {
-	e.t.Helper()
-	m, err := bus.NewReader(e.js, bus.StreamActions).Last(context.Background(), events.SubjectSigninRequested)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	a, err := events.Decode(m.Subject, m.Data)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if m.Header.Get("Nats-Msg-Id") != a.(*events.SigninRequested).EventID {
-		e.t.Fatalf("sign-in request without its event id as Nats-Msg-Id: %v", m.Header)
-	}
-	return a.(*events.SigninRequested)
 }

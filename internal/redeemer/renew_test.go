@@ -3,9 +3,7 @@ package redeemer_test
 import (
 	"bufio"
 	"context"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +13,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/eventually"
-	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
-	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 const renewedText = "If this link is on record, we've emailed a new one"
@@ -32,12 +28,10 @@ func renew(t testing.TB, s *server, tok string) answer {
 	return a
 }
 
-// renewals counts what renewals asked to send: sign-in requests on ACTIONS
-// (nothing else publishes them in these tests) and renewal mail commands
-// on MAIL.
+// renewals counts the renewal requests the redeemers published.
 func (e *env) renewals() int {
 	e.t.Helper()
-	return int(e.count(bus.StreamActions, events.SubjectSigninRequested)) + len(e.renewMails())
+	return len(e.renewalRequests())
 }
 
 // metric sums a counter's samples whose labels contain sel across servers.
@@ -116,14 +110,18 @@ func TestRenewalStorm(t *testing.T) {
 	if n := e.renewals(); n != 5 {
 		t.Fatalf("%d renewals sent or queued, want the client's limit of 5", n)
 	}
-	if sent, limited, failed := metric(t, "linkpipe_redeemer_renewals_total", `result="sent"`, a, b)+metric(t, "linkpipe_redeemer_renewals_total", `result="resent"`, a, b),
+	if sent, limited, failed := metric(t, "linkpipe_redeemer_renewals_total", `result="requested"`, a, b),
 		metric(t, "linkpipe_redeemer_renewals_total", `result="client_limited"`, a, b),
 		metric(t, "linkpipe_redeemer_renewals_total", `result="failed"`, a, b); sent != 5 || limited != 95 || failed != 0 {
 		t.Fatalf("renewal results: %v sent, %v limited, %v failed; want 5, 95, 0", sent, limited, failed)
 	}
-	for id, cmd := range e.renewMails() { // the telehealth link's renewals re-mail it
-		if cmd.To.Email != client+"@example.com" || cmd.Kind != mail.KindAppointmentReminder {
-			t.Fatalf("renewal mail %s: %+v", id, cmd)
+	ids := map[string]bool{}
+	for _, tok := range tokens {
+		ids[linkIDOf(t, tok)] = true
+	}
+	for _, rr := range e.renewalRequests() { // each names one of the client's links
+		if !ids[rr.LinkID] || rr.PracticeID != practiceAcme {
+			t.Fatalf("renewal request %+v", rr)
 		}
 	}
 	// Another client of the same practice is not limited by this one.
@@ -155,157 +153,5 @@ func TestRenewalStorm(t *testing.T) {
 	}
 	if n := e.count(bus.StreamRenewals, subj); n != 5 {
 		t.Fatalf("RENEWALS holds %d renewals of the client, want 5", n)
-	}
-}
-
-// TestTelehealthRenewalMailsCurrentLink: renewing a telehealth link mails
-// the appointment's current link again (not a sign-in link), with its
-// current window, and names the key id and mint event the mailer needs to
-// re-derive that link's token, also when the clicked link is not the
-// current one and the current one was minted with another key.
-func TestTelehealthRenewalMailsCurrentLink(t *testing.T) {
-	e := newEnv(t)
-	s := e.start()
-	start := t0.Add(72 * time.Hour)
-	appt := spec{EventID: "ev-appt-1", Client: "c-tele", Purpose: events.PurposeTelehealth, AppointmentID: "appt-9",
-		StartsAt: start, EndsAt: start.Add(50 * time.Minute)}
-	tok, id := e.issue(appt)
-
-	seen := map[string]bool{}
-	next := func() mail.Command {
-		t.Helper()
-		var fresh []mail.Command
-		for mid, cmd := range e.renewMails() {
-			if !seen[mid] {
-				seen[mid] = true
-				fresh = append(fresh, cmd)
-			}
-		}
-		if len(fresh) != 1 {
-			t.Fatalf("%d new renewal mail commands, want 1", len(fresh))
-		}
-		return fresh[0]
-	}
-	// check verifies what the mailer will do with cmd: re-derive wantTok
-	// from it and render a reminder carrying the link.
-	check := func(cmd mail.Command, wantTok, wantID string, wantKid string, wantStart time.Time) {
-		t.Helper()
-		if !strings.HasPrefix(cmd.MailID, wantID+"-renew-") || !events.ValidID(cmd.MailID) || cmd.Kind != mail.KindAppointmentReminder ||
-			cmd.PracticeID != practiceAcme || cmd.LinkID != wantID || cmd.Purpose != events.PurposeTelehealth || cmd.Kid != wantKid ||
-			cmd.To != (events.Client{ID: "c-tele", Email: "c-tele@example.com", Name: "Pat c-tele"}) ||
-			!strings.HasPrefix(cmd.CauseEventID, "renew-") || !cmd.At.Equal(e.clock.Now()) ||
-			cmd.Appointment == nil || !cmd.Appointment.StartsAt.Equal(wantStart) || !cmd.ExpiresAt.Equal(cmd.Appointment.EndsAt.Add(30*time.Minute)) {
-			t.Fatalf("renewal mail command %+v", cmd)
-		}
-		derived, err := e.keys.Mint(cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID)
-		if err != nil || derived != wantTok {
-			t.Fatalf("the mailer would derive %q (%v), want the current link's token %q", derived, err, wantTok)
-		}
-		msg, err := mail.Render(&cmd, e.dir.Get(cmd.PracticeID), "http://links.test/l/"+derived)
-		if err != nil || !strings.HasPrefix(msg.Subject, "Reminder: ") || !strings.Contains(msg.Text, derived) {
-			t.Fatalf("rendered: %+v %v", msg, err)
-		}
-	}
-
-	// The clicked link is the current one.
-	renew(t, s, tok)
-	cmd := next()
-	check(cmd, tok, id, "k1", start)
-	if cmd.MintEventID != "ev-appt-1" || !cmd.ValidFrom.Equal(t0) {
-		t.Fatalf("mail command %+v", cmd)
-	}
-
-	// A reschedule moves the window; the link stays, the mail carries the new window.
-	e.clock.Advance(time.Hour)
-	moved := start.Add(24 * time.Hour)
-	if err := e.reschedule(id, moved, moved.Add(50*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	renew(t, s, tok)
-	cmd = next()
-	check(cmd, tok, id, "k1", moved)
-	if cmd.MintEventID != "ev-appt-1" || !cmd.ValidFrom.Equal(t0) {
-		t.Fatalf("after the reschedule: %+v", cmd)
-	}
-
-	// A newer link of the appointment, minted with another key: the old
-	// link's renewal mails the current one, under the current one's kid.
-	appt.EventID, appt.Kid, appt.StartsAt, appt.EndsAt = "ev-appt-2", "k2", moved, moved.Add(50*time.Minute)
-	tok2, id2 := e.issue(appt)
-	do(t, noRedirect(nil), "GET", s.URL+"/l/"+tok).refused(t, http.StatusGone, events.ReasonSuperseded)
-	renew(t, s, tok)
-	cmd = next()
-	check(cmd, tok2, id2, "k2", moved)
-	renew(t, s, tok2)
-	check(next(), tok2, id2, "k2", moved)
-
-	if n := e.count(bus.StreamActions, events.SubjectSigninRequested); n != 0 {
-		t.Fatalf("%d sign-in links requested for a telehealth renewal", n)
-	}
-}
-
-// TestTelehealthRenewalFallsBackToSignin: when the appointment cannot be
-// joined with its link any more (canceled, revoked, over) or its current
-// link cannot be named, the renewal asks for a sign-in link to the
-// appointment's page instead, for the address on record.
-func TestTelehealthRenewalFallsBackToSignin(t *testing.T) {
-	e := newEnv(t)
-	s := e.start()
-	start := t0.Add(24 * time.Hour)
-	tele := func(client, eventID string) spec {
-		return spec{EventID: eventID, Client: client, Purpose: events.PurposeTelehealth, AppointmentID: "ap-" + client,
-			StartsAt: start, EndsAt: start.Add(time.Hour)}
-	}
-	cases := map[string]func(t *testing.T, client string) string{
-		"canceled": func(t *testing.T, client string) string {
-			tok, id := e.issue(tele(client, "ev-"+client))
-			if err := e.cancel(id); err != nil {
-				t.Fatal(err)
-			}
-			// The address on record is the scope's newest.
-			e.change(id, func(st *scope.State) { st.Client.Email = "new-" + client + "@example.com" })
-			return tok
-		},
-		"revoked": func(t *testing.T, client string) string {
-			tok, _ := e.issue(tele(client, "ev-"+client))
-			e.revokeClient(practiceAcme, client, "lost phone")
-			return tok
-		},
-		"over": func(t *testing.T, client string) string {
-			sp := tele(client, "ev-"+client)
-			sp.StartsAt, sp.EndsAt = t0.Add(-2*time.Hour), t0.Add(-time.Hour) // ended, grace 30m: over
-			tok, _ := e.issue(sp)
-			return tok
-		},
-		"current kid unknown": func(t *testing.T, client string) string {
-			tok, _ := e.issue(tele(client, "ev-"+client))
-			sp := tele(client, "ev2-"+client)
-			sp.NoKid = true // an issuer that does not record the kid
-			e.issue(sp)
-			return tok
-		},
-	}
-	for _, name := range slices.Sorted(maps.Keys(cases)) {
-		t.Run(name, func(t *testing.T) {
-			client := "c-" + strings.ReplaceAll(name, " ", "-")
-			tok := cases[name](t, client)
-			before := e.count(bus.StreamActions, events.SubjectSigninRequested)
-			renew(t, s, tok)
-			if n := e.count(bus.StreamActions, events.SubjectSigninRequested); n != before+1 {
-				t.Fatalf("%d sign-in requests, want %d", n, before+1)
-			}
-			sr := e.lastSigninRequest()
-			email := client + "@example.com"
-			if name == "canceled" {
-				email = "new-" + email
-			}
-			if sr.PracticeID != practiceAcme || sr.Client.ID != client || sr.Client.Email != email ||
-				sr.ReturnTo != "/appointments/ap-"+client || !strings.HasPrefix(sr.EventID, "renew-") {
-				t.Fatalf("sign-in request %+v", sr)
-			}
-			if n := len(e.renewMails()); n != 0 {
-				t.Fatalf("%d appointment mails queued", n)
-			}
-		})
 	}
 }
