@@ -25,6 +25,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
@@ -86,13 +87,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
 	}
+	reg := admin.NewRegistry()
 	rd, err := redeemer.New(redeemer.Config{
 		JS: js, NC: nc, Practices: dir, Signer: signer,
 		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: redeemer.CookieKeyFromSeed(seed),
-		Log: log, Metrics: admin.NewRegistry(),
+		Log: log, Metrics: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	pj, err := projector.New(projector.Config{JS: js, Log: log, Metrics: reg})
+	if err != nil {
+		return fmt.Errorf("redeemer: %w", err)
 	}
 	srv, err := admin.Listen(vals.Get(config.HTTPAddr), rd.Handler())
 	if err != nil {
@@ -103,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log.Info("redeemer: ready", "http", srv.Addr(), "public_url", publicURL, "kid", signer.Kid())
 
 	// The projector runs until ctx ends.
-	if err := rd.Run(ctx); err != nil {
+	if err := pj.Run(ctx); err != nil {
 		return err
 	}
 	return nil

@@ -36,6 +36,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/store"
 	"github.com/linkpipe/linkpipe/internal/ticket"
@@ -227,10 +228,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
+	pj, err := projector.New(projector.Config{JS: st.js, Log: cfg.Log.With("worker", "projector"), Metrics: reg})
+	if err != nil {
+		return st, err
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
-	for name, run := range map[string]func(context.Context) error{"issuer": iss.Run, "mailer": ml.Run, "redeemer": rd.Run} {
+	for name, run := range map[string]func(context.Context) error{"issuer": iss.Run, "mailer": ml.Run, "projector": pj.Run} {
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()

@@ -578,29 +578,3 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestDerive(t *testing.T) {
-	at := t0.Add(time.Minute)
-	for _, tc := range []struct {
-		st         link.State
-		typ, reasn string
-	}{
-		{link.State{Change: link.ChangeIssued, LinkID: "Lx"}, "", ""},
-		{link.State{Change: link.ChangeRescheduled, LinkID: "Lx"}, "", ""},
-		{link.State{Change: link.ChangeUsed, LinkID: "Lx", UsedAt: &at}, events.TypeUsed, ""},
-		{link.State{Change: link.ChangeRevoked, LinkID: "Lx", RevokedAt: &at, RevokedReason: "lost phone"}, events.TypeRevoked, "lost phone"},
-		{link.State{Change: link.ChangeCanceled, LinkID: "Lx", CanceledAt: &at}, events.TypeRevoked, events.ReasonCanceled},
-	} {
-		ev := redeemer.Derive("scope.acme.c-1.appt.a-1", &tc.st, 42)
-		if tc.typ == "" {
-			if ev != nil {
-				t.Errorf("%s: %+v", tc.st.Change, ev)
-			}
-			continue
-		}
-		if ev == nil || ev.Type != tc.typ || ev.Reason != tc.reasn || ev.EventID != "scope-42" || ev.PracticeID != "acme" ||
-			ev.ClientID != "c-1" || !ev.At.Equal(at) || ev.Subject() != "links.Lx."+tc.typ {
-			t.Errorf("%s: %+v", tc.st.Change, ev)
-		}
-	}
-}
