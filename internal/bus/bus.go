@@ -1,8 +1,10 @@
 // Package bus owns linkpipe's use of NATS JetStream: the streams, consumers
 // and key-value bucket every worker relies on (created idempotently by
 // whichever worker starts first), the conditional publish that linearizes
-// changes to a scope, last-message reads, dead letters, and an embedded
-// nats-server for the all-in-one dev mode and for tests.
+// changes to a scope, last-message reads, dead letters, the consume loop
+// every worker runs on (Loop, consume.go), the one metrics registration
+// policy (Register), and an embedded nats-server for the all-in-one dev
+// mode and for tests.
 package bus
 
 import (

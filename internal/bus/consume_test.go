@@ -258,6 +258,8 @@ func TestLoopShutdownHandsBufferedMessagesBack(t *testing.T) {
 	e := newLoopEnv(t, 5*time.Minute)
 	const n = 20
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseA := func() { releaseOnce.Do(func() { close(release) }) }
 	started := make(chan struct{}, n)
 	var ctxErrAtRelease atomic.Value
 	var handledA atomic.Int32
@@ -272,6 +274,7 @@ func TestLoopShutdownHandsBufferedMessagesBack(t *testing.T) {
 			return nil
 		},
 	})
+	t.Cleanup(releaseA) // before stopA's cleanup (LIFO), should the test fail early
 	for i := range n {
 		e.publish("t.x", strconv.Itoa(i))
 	}
@@ -296,7 +299,7 @@ func TestLoopShutdownHandsBufferedMessagesBack(t *testing.T) {
 		t.Fatal("Run returned while its handler was still running")
 	default:
 	}
-	close(release)
+	releaseA()
 	<-stopped
 	if handledA.Load() != 1 {
 		t.Errorf("first loop handled %d", handledA.Load())
