@@ -64,6 +64,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	p.Ready(stdout, worker.KeyHTTP, srv.Addr(), keyPublicURL, publicURL, keyKid, signer.Kid())
 
-	// The projector runs until ctx ends.
-	return p.Run(ctx, rd.Run)
+	// The projector (SCOPES -> used/revoked events) runs in this process
+	// until ctx ends.
+	pj, err := worker.NewProjector(p.Deps("projector"))
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx, pj.Run)
 }

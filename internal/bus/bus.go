@@ -2,9 +2,11 @@
 // and key-value bucket every worker relies on (created idempotently by
 // whichever worker starts first), publishing once (Nats-Msg-Id) for
 // lifecycle events and mail commands, last-message reads (from any
-// replica, or from the stream's leader), dead letters, and an embedded
-// nats-server for the all-in-one dev mode and for tests. Conditional
-// writes of scope states are package scope's.
+// replica, or from the stream's leader), dead letters, the consume loop
+// every worker runs on (Loop, consume.go), the one metrics registration
+// policy (Register), and an embedded nats-server for the all-in-one dev
+// mode and for tests. Conditional writes of scope states are package
+// scope's.
 package bus
 
 import (
@@ -62,9 +64,6 @@ const (
 	// RenewalPrefix + practice.client counts renewals (rate limit).
 	RenewalPrefix = "renewal."
 )
-
-// Log keys.
-const keyErr = "err"
 
 // Headers linkpipe sets.
 const (

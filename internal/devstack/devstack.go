@@ -204,10 +204,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
+	pj, err := worker.NewProjector(st.proc.Deps("projector"))
+	if err != nil {
+		return st, err
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
-	for name, run := range map[string]worker.Runner{"issuer": iss.Run, "mailer": ml.Run, "redeemer": rd.Run} {
+	for name, run := range map[string]worker.Runner{"issuer": iss.Run, "mailer": ml.Run, "projector": pj.Run} {
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()

@@ -506,18 +506,15 @@ const (
 	laneQueue = 64
 )
 
-// lanes are the appointment lanes.
-type lanes []chan jetstream.Msg
-
-// of returns the lane of an appointment action, nil for any other message
-// (and for one whose appointment cannot be read: the worker pool
-// dead-letters it).
-func (l lanes) of(msg jetstream.Msg) chan jetstream.Msg {
+// apptLane is the lane of an appointment action (modulo the number of
+// lanes, bus.LoopConfig.Lane); ok is false for any other message (and for
+// one whose appointment cannot be read: the worker pool dead-letters it).
+func apptLane(msg jetstream.Msg) (lane int, ok bool) {
 	switch msg.Subject() {
 	case events.SubjectAppointmentScheduled, events.SubjectAppointmentRescheduled,
 		events.SubjectAppointmentCanceled, events.SubjectAppointmentReminder:
 	default:
-		return nil
+		return 0, false
 	}
 	var key struct {
 		PracticeID  string `json:"practice_id"`
@@ -525,10 +522,10 @@ func (l lanes) of(msg jetstream.Msg) chan jetstream.Msg {
 			ID string `json:"id"`
 		} `json:"appointment"`
 	}
-	if len(l) == 0 || len(msg.Data()) > events.MaxEventSize || json.Unmarshal(msg.Data(), &key) != nil || key.Appointment.ID == "" {
-		return nil
+	if len(msg.Data()) > events.MaxEventSize || json.Unmarshal(msg.Data(), &key) != nil || key.Appointment.ID == "" {
+		return 0, false
 	}
 	h := fnv.New32a()
 	h.Write([]byte(key.PracticeID + "\x00" + key.Appointment.ID))
-	return l[h.Sum32()%uint32(len(l))]
+	return int(h.Sum32() % apptLanes), true
 }

@@ -18,8 +18,8 @@ func TestBackoff(t *testing.T) {
 		0: 100 * time.Millisecond, 1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
 		3: 400 * time.Millisecond, 9: 25600 * time.Millisecond, 10: 30 * time.Second, 1000: 30 * time.Second,
 	} {
-		if got := backoff(n); got != want {
-			t.Errorf("backoff(%d) = %s, want %s", n, got, want)
+		if got := retryBackoff().Nominal(n); got != want {
+			t.Errorf("retryBackoff().Nominal(%d) = %s, want %s", n, got, want)
 		}
 	}
 }

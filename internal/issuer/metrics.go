@@ -48,17 +48,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range bus.ActionSubjects {
 		m.known[s] = true
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.actions, m.seconds, m.deadLetters, m.revoked, m.schedules} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("issuer: metrics already registered (one Issuer per registry): %w", err)
-			}
-			return nil, fmt.Errorf("issuer: metrics: %w", err)
-		}
+	// A collector already registered (a second Issuer on the registry)
+	// is shared.
+	if err := errors.Join(
+		bus.Register(reg, &m.actions), bus.Register(reg, &m.seconds), bus.Register(reg, &m.deadLetters),
+		bus.Register(reg, &m.revoked), bus.Register(reg, &m.schedules),
+	); err != nil {
+		return nil, fmt.Errorf("issuer: metrics: %w", err)
 	}
 	return m, nil
 }

@@ -27,7 +27,9 @@
 // transient failure also publishes links.<id>.failed with permanent=false so
 // practice systems can see a delay. An email whose link expired before it
 // could be sent fails permanently (the link would not work). A command that
-// cannot be decoded is copied to deadletter.mail and acked.
+// cannot be decoded is copied to deadletter.mail and terminated. The
+// consume loop (concurrency, keep-alive, retries, dead letters, shutdown) is
+// bus.Loop's.
 package mailer
 
 import (
@@ -35,12 +37,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	netmail "net/mail"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -97,6 +96,7 @@ type Mailer struct {
 	linksR     *bus.Reader
 	log        *slog.Logger
 	metrics    metrics
+	loop       *bus.Loop
 }
 
 // Log keys.
@@ -105,9 +105,7 @@ const (
 	keyLinkID    = "link_id"
 	keyPractice  = "practice_id"
 	keyKind      = "kind"
-	keySubject   = "subject"
 	keyAttempt   = "attempt"
-	keyDelay     = "delay"
 	keyMessageID = "message_id"
 	keyErr       = "err"
 )
@@ -158,36 +156,28 @@ type metrics struct {
 	poison     prometheus.Counter
 }
 
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
-}
-
-func newMetrics(reg prometheus.Registerer) metrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	return metrics{
-		sent: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linkpipe_mailer_sent_total", Help: "Emails handed to the mail provider."})),
-		failed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	m := metrics{
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_sent_total", Help: "Emails handed to the mail provider."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_mailer_failed_total",
-			Help: "Failed email attempts; permanent=\"true\" gave the email up, \"false\" will retry."}, []string{"permanent"})),
-		sendTime: register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+			Help: "Failed email attempts; permanent=\"true\" gave the email up, \"false\" will retry."}, []string{"permanent"}),
+		sendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "linkpipe_mailer_send_seconds", Help: "Time the mail provider took to accept or refuse an email.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)})),
-		duplicates: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."})),
-		poison: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "linkpipe_mailer_poison_total", Help: "Undecodable mail commands moved to deadletter.mail."})),
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."}),
+		poison: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkpipe_mailer_poison_total", Help: "Undecodable mail commands moved to deadletter.mail."}),
 	}
+	if err := errors.Join(
+		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime),
+		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison),
+	); err != nil {
+		return metrics{}, fmt.Errorf("mailer: metrics: %w", err)
+	}
+	return m, nil
 }
 
 // New checks cfg and returns a Mailer; Run consumes.
@@ -214,7 +204,7 @@ func New(cfg Config) (*Mailer, error) {
 		cfg.Clock = clock.Real{}
 	}
 	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
@@ -231,110 +221,51 @@ func New(cfg Config) (*Mailer, error) {
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
-	return &Mailer{
+	met, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mailer{
 		cfg:        cfg,
 		mailR:      bus.NewReader(cfg.JS, bus.StreamMail),
 		recipients: recipient.NewBook(cfg.JS),
 		linksR:     bus.NewReader(cfg.JS, bus.StreamLinks),
 		log:        cfg.Log,
-		metrics:    newMetrics(cfg.Metrics),
-	}, nil
+		metrics:    met,
+	}
+	// In-flight emails finish even when Run's ctx ends (the loop's
+	// handler context is never cancelled): a send cut in the middle is
+	// the one way to send an email twice. While a send is slow the loop
+	// keeps the message (InProgress every third of AckWait).
+	m.loop, err = bus.NewLoop(bus.LoopConfig{
+		JS: cfg.JS, Stream: bus.StreamMail, Consumer: bus.ConsumerMailer, DeadLetter: deadLetterSource,
+		Handler:     m.handle,
+		Concurrency: cfg.Concurrency,
+		PullMax:     cfg.Concurrency,
+		Backoff:     bus.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, Jitter: bus.DefaultJitter},
+		OnSettled: func(s bus.Settlement) {
+			if s.Outcome == bus.DeadLettered {
+				m.metrics.poison.Inc()
+			}
+		},
+		Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mailer: %w", err)
+	}
+	return m, nil
 }
 
 // Run consumes mail commands until ctx ends, then lets the emails in flight
 // finish, hands back the commands it had buffered but not started, and
-// returns nil. Streams and the consumer must exist (bus.Setup).
+// returns nil. Streams and the consumer must exist (bus.Setup); a consumer
+// that fails is re-opened.
 func (m *Mailer) Run(ctx context.Context) error {
-	cons, err := m.cfg.JS.Consumer(ctx, bus.StreamMail, bus.ConsumerMailer)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("mailer: consumer %s: %w", bus.ConsumerMailer, err)
-	}
-	progress := 20 * time.Second
-	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
-		progress = info.Config.AckWait / 3
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(m.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("mailer: consume: %w", err)
-	}
-	// In-flight emails finish even when ctx ends: a send cut in the middle
-	// is the one way to send an email twice.
-	work := context.WithoutCancel(ctx)
-	sem := make(chan struct{}, m.cfg.Concurrency)
-	var wg sync.WaitGroup
-	m.log.Info("mailer consuming", "concurrency", m.cfg.Concurrency)
-loop:
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				wg.Wait()
-				return fmt.Errorf("mailer: consumer closed: %w", err)
-			}
-			m.log.Warn("mailer fetch", keyErr, err)
-			select {
-			case <-ctx.Done():
-				break loop
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			_ = msg.Nak()
-			break loop
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			stop := keepAlive(msg, progress)
-			defer stop()
-			m.handle(work, msg)
-		}()
-	}
-	// Give buffered, unstarted commands back at once instead of letting
-	// them wait out the ack timeout.
-	it.Drain()
-	for {
-		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
-		if err != nil {
-			break
-		}
-		_ = msg.Nak()
-	}
-	wg.Wait()
-	return nil
+	return m.loop.Run(ctx)
 }
 
-// keepAlive tells JetStream every interval that msg is still being worked
-// on, until the returned stop is called.
-func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
-	if every <= 0 {
-		every = time.Second
-	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
-	return func() { close(done) }
-}
+// deadLetterSource is the suffix of the dead-letter subject: deadletter.mail.
+const deadLetterSource = "mail"
 
 // errPoison marks a command that can never be handled.
 var errPoison = errors.New("mailer: undecodable mail command")
@@ -367,51 +298,26 @@ type outcome struct {
 	err   error
 }
 
-func (m *Mailer) handle(ctx context.Context, msg jetstream.Msg) {
+// handle sends one mail command (a bus.Handler): nil acks it, a poison
+// command is dead-lettered, any other error retries it with backoff.
+func (m *Mailer) handle(ctx context.Context, msg jetstream.Msg) error {
 	attempt := uint64(1)
 	if md, err := msg.Metadata(); err == nil {
 		attempt = md.NumDelivered
 	}
 	cmd, err := decodeCommand(msg)
 	if err != nil {
-		m.poison(ctx, msg, err)
-		return
+		return bus.Poison(err)
 	}
 	log := m.log.With(keyMailID, cmd.MailID, keyLinkID, cmd.LinkID, keyPractice, cmd.PracticeID, keyKind, cmd.Kind)
 	out := m.process(ctx, cmd, attempt, log)
 	if !out.retry {
-		if err := msg.Ack(); err != nil {
-			log.Warn("mail ack failed; a redelivery will find it done", keyErr, err)
-		}
-		return
+		return nil
 	}
-	delay := m.backoff(attempt)
-	log.Warn("mail will be retried", keyAttempt, attempt, keyDelay, delay.String(), keyErr, out.err)
-	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn("mail nak failed; it returns after the ack timeout", keyErr, err)
+	if out.err == nil {
+		return fmt.Errorf("mailer: mail %s: retry", cmd.MailID)
 	}
-}
-
-// backoff is RetryMin doubled per earlier delivery, capped at RetryMax,
-// with ±20% jitter so throttled replicas do not retry in lockstep.
-func (m *Mailer) backoff(attempt uint64) time.Duration {
-	d := m.cfg.RetryMin
-	for i := uint64(1); i < attempt && d < m.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, m.cfg.RetryMax)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-func (m *Mailer) poison(ctx context.Context, msg jetstream.Msg, reason error) {
-	m.log.Error("mail command dead-lettered", keySubject, msg.Subject(), keyErr, reason)
-	if err := bus.DeadLetter(ctx, m.cfg.JS, "mail", msg, reason); err != nil {
-		m.log.Error("dead letter failed; retrying", keySubject, msg.Subject(), keyErr, err)
-		_ = msg.NakWithDelay(m.cfg.RetryMin)
-		return
-	}
-	m.metrics.poison.Inc()
-	_ = msg.Ack()
+	return fmt.Errorf("mailer: mail %s: %w", cmd.MailID, out.err)
 }
 
 // carriesLink reports whether the email shows the link (a cancellation

@@ -27,6 +27,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ticket"
@@ -130,9 +131,13 @@ func (e *env) start(mod ...func(*redeemer.Config)) *server {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	pj, err := projector.New(projector.Config{JS: cfg.JS, Log: cfg.Log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	go func() { done <- pj.Run(ctx) }()
 	hs := httptest.NewServer(r.Handler())
 	e.t.Cleanup(func() {
 		hs.Close()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkpipe/linkpipe/internal/bus"
 )
 
 // Outcomes of a click (linkpipe_redeemer_clicks_total{outcome}).
@@ -24,7 +26,6 @@ type metrics struct {
 	conflicts   prometheus.Counter
 	latency     *prometheus.HistogramVec
 	renewals    *prometheus.CounterVec
-	projected   *prometheus.CounterVec
 	cacheHits   prometheus.Counter
 }
 
@@ -55,23 +56,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "linkpipe_redeemer_renewals_total",
 			Help: "Renewal requests by result (sent: a fresh sign-in link requested; resent: an appointment's current link mailed again; client_limited, ip_limited, unknown, failed).",
 		}, []string{"result"}),
-		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "linkpipe_redeemer_projected_total",
-			Help: "Scope changes the projector turned into lifecycle events, by event type (none: nothing to publish).",
-		}, []string{"type"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "linkpipe_redeemer_issued_cache_hits_total",
 			Help: "Clicks whose issued record came from memory instead of LINKS.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.clicks, m.refusals, m.redemptions, m.conflicts, m.latency, m.renewals, m.projected, m.cacheHits} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("redeemer: metrics already registered (one Redeemer per registry): %w", err)
-			}
-			return nil, fmt.Errorf("redeemer: metrics: %w", err)
-		}
+	// A collector already registered (a second Redeemer on the registry)
+	// is shared.
+	if err := errors.Join(
+		bus.Register(reg, &m.clicks), bus.Register(reg, &m.refusals), bus.Register(reg, &m.redemptions),
+		bus.Register(reg, &m.conflicts), bus.Register(reg, &m.latency), bus.Register(reg, &m.renewals),
+		bus.Register(reg, &m.cacheHits),
+	); err != nil {
+		return nil, fmt.Errorf("redeemer: metrics: %w", err)
 	}
 	return m, nil
 }

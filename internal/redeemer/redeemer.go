@@ -1,8 +1,7 @@
 // Package redeemer owns the click: the HTTP side of a link (the confirm page
 // a GET shows, the redemption a POST makes, the refusal page that names its
 // reason and offers a fresh link, the renewal request, the JWKS portals
-// verify tickets with) and the projector that turns scope state changes into
-// the used and revoked lifecycle events.
+// verify tickets with).
 //
 // # How a click is decided
 //
@@ -19,8 +18,8 @@
 // while the cookie is live, goes straight through again.
 //
 // The used and revoked lifecycle events are derived from SCOPES by the
-// projector ([Redeemer.Run]), so a crash between the state change and the
-// event cannot lose the event.
+// projector (package internal/projector), so a crash between the state
+// change and the event cannot lose the event.
 //
 // # Renewal
 //
@@ -66,7 +65,6 @@ const (
 	keySubject    = "subject"
 	keyReason     = "reason"
 	keyErr        = "err"
-	keySeq        = "seq"
 	keyClientID   = "client_id"
 	keyMailID     = "mail_id"
 )
@@ -121,7 +119,7 @@ type Config struct {
 	CacheSize int
 }
 
-// Redeemer serves clicks and projects scope changes to lifecycle events.
+// Redeemer serves clicks.
 type Redeemer struct {
 	cfg       Config
 	js        jetstream.JetStream

@@ -570,29 +570,3 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestDerive(t *testing.T) {
-	at := t0.Add(time.Minute)
-	for _, tc := range []struct {
-		st         scope.State
-		typ, reasn string
-	}{
-		{scope.State{Change: scope.ChangeIssued, LinkID: "Lx"}, "", ""},
-		{scope.State{Change: scope.ChangeRescheduled, LinkID: "Lx"}, "", ""},
-		{scope.State{Change: scope.ChangeUsed, LinkID: "Lx", UsedAt: &at}, events.TypeUsed, ""},
-		{scope.State{Change: scope.ChangeRevoked, LinkID: "Lx", RevokedAt: &at, RevokedReason: "lost phone"}, events.TypeRevoked, "lost phone"},
-		{scope.State{Change: scope.ChangeCanceled, LinkID: "Lx", CanceledAt: &at}, events.TypeRevoked, events.ReasonCanceled},
-	} {
-		ev := redeemer.Derive("scope.acme.c-1.appt.a-1", &tc.st, 42)
-		if tc.typ == "" {
-			if ev != nil {
-				t.Errorf("%s: %+v", tc.st.Change, ev)
-			}
-			continue
-		}
-		if ev == nil || ev.Type != tc.typ || ev.Reason != tc.reasn || ev.EventID != "scope-42" || ev.PracticeID != "acme" ||
-			ev.ClientID != "c-1" || !ev.At.Equal(at) || ev.Subject() != "links.Lx."+tc.typ {
-			t.Errorf("%s: %+v", tc.st.Change, ev)
-		}
-	}
-}

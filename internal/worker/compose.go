@@ -16,6 +16,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
@@ -79,6 +80,12 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 		return nil, nil, err
 	}
 	return rd, signer, nil
+}
+
+// NewProjector builds the projector (SCOPES -> used/revoked lifecycle
+// events) from what its process shares; the redeemer's process runs it.
+func NewProjector(d Deps) (*projector.Projector, error) {
+	return projector.New(projector.Config{JS: d.JS, Log: d.Log, Metrics: d.Metrics})
 }
 
 // InboxPath is where the mail sink's inbox is served.
