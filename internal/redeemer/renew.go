@@ -68,7 +68,7 @@ func (r *Redeemer) serveRenew(w http.ResponseWriter, req *http.Request) {
 //     the client can still reach the portal.
 func (r *Redeemer) renew(ctx context.Context, req *http.Request) string {
 	now := r.clock.Now()
-	if !r.ips.allow(clientIP(req), now) {
+	if !r.ips.allow(r.clientKey(req), now) {
 		return renewIPLimited
 	}
 	c, err := r.lookup(ctx, req.PathValue("token"))

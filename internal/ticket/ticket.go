@@ -61,6 +61,9 @@ var (
 type Claims struct {
 	// Issuer is the redeemer's public URL.
 	Issuer string `json:"iss"`
+	// Audience is the origin of the portal the ticket is for
+	// (scheme://host[:port] of the practice's portal_url).
+	Audience string `json:"aud,omitempty"`
 	// Subject is the client id.
 	Subject  string `json:"sub"`
 	Practice string `json:"practice"`
