@@ -1,7 +1,8 @@
 // Command redeemer serves the clicks on linkpipe's links: the confirm page,
 // the redemption that sends the client to the portal with a signed ticket,
 // the refusal page with its "Email me a new link" button, the JWKS portals
-// verify tickets with, and /healthz, /readyz, /metrics. It also runs the
+// verify tickets with, and /healthz, /readyz; /metrics (and /healthz,
+// /readyz again) on the admin address. It also runs the
 // projector that publishes the used and revoked lifecycle events. Run any
 // number of replicas against one NATS cluster.
 //
@@ -15,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -58,9 +61,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	seed, err := config.DecodeSeed(vals.Get(config.TicketKey))
+	seeds, err := config.DecodeSeeds(vals.Get(config.TicketKey))
 	if err != nil {
 		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
+	}
+	proxies, err := config.ParsePrefixes(vals.Get(config.TrustedProxies))
+	if err != nil {
+		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TrustedProxies.Env, err)
 	}
 	replicas, _ := strconv.Atoi(vals.Get(config.Replicas))
 	publicURL := vals.Get(config.PublicURL)
@@ -82,25 +89,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer dir.Close()
 
-	signer, err := ticket.NewSigner(seed, publicURL)
+	signer, err := ticket.NewRotatingSigner(seeds, publicURL)
 	if err != nil {
 		return fmt.Errorf("%w: redeemer: %s: %w", errConfig, config.TicketKey.Env, err)
 	}
 	rd, err := redeemer.New(redeemer.Config{
 		JS: js, NC: nc, Practices: dir, Signer: signer,
-		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: redeemer.CookieKeyFromSeed(seed),
-		Log: log, Metrics: admin.NewRegistry(),
+		PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), CookieKey: redeemer.CookieKeyFromSeed(seeds[0]),
+		Log: log, Metrics: admin.NewRegistry(), TrustedProxies: proxies,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
-	srv, err := admin.Listen(vals.Get(config.HTTPAddr), rd.Handler())
+	ln, err := net.Listen("tcp", vals.Get(config.HTTPAddr))
+	if err != nil {
+		return fmt.Errorf("redeemer: listen %s: %w", vals.Get(config.HTTPAddr), err)
+	}
+	hs := &http.Server{}
+	rd.ConfigureServer(hs)
+	srv := admin.ServeServer(ln, hs)
+	defer srv.Close()
+	adm, err := admin.Listen(vals.Get(config.AdminAddr), rd.AdminHandler())
 	if err != nil {
 		return fmt.Errorf("redeemer: %w", err)
 	}
-	defer srv.Close()
-	fmt.Fprintf(stdout, "redeemer ready http=%s\n", srv.Addr())
-	log.Info("redeemer: ready", "http", srv.Addr(), "public_url", publicURL, "kid", signer.Kid())
+	defer adm.Close()
+	fmt.Fprintf(stdout, "redeemer ready http=%s admin=%s\n", srv.Addr(), adm.Addr())
+	log.Info("redeemer: ready", "http", srv.Addr(), "admin", adm.Addr(), "public_url", publicURL, "kid", signer.Kid())
 
 	// The projector runs until ctx ends.
 	if err := rd.Run(ctx); err != nil {

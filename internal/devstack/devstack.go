@@ -258,6 +258,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	mux.Handle("/inbox", inbox)
 	mux.Handle("/inbox/", inbox)
 	mux.Handle("/inbox.json", inbox)
+	mux.Handle("GET /metrics", rd.AdminHandler()) // one address in dev mode
 	mux.Handle("/", rd.Handler())
 	st.http = admin.Serve(ln, mux)
 	return st, nil

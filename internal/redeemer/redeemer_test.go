@@ -38,7 +38,9 @@ func (e *env) ticketOf(t testing.TB, s *server, a answer, wantPrefix string) *ti
 	if jwks.status != 200 || !strings.HasPrefix(jwks.header.Get("Content-Type"), "application/json") {
 		t.Fatalf("jwks: %d %s", jwks.status, jwks.body)
 	}
-	c, err := ticket.Verify([]byte(jwks.body), u.Query().Get("ticket"), e.clock.Now())
+	// aud is the portal's origin.
+	c, err := ticket.Verify([]byte(jwks.body), u.Query().Get("ticket"),
+		ticket.Want{Issuer: e.signer.Issuer(), Audience: u.Scheme + "://" + u.Host}, e.clock.Now())
 	if err != nil {
 		t.Fatalf("ticket does not verify: %v", err)
 	}
