@@ -18,7 +18,8 @@ type LinkEvent struct {
 	// CauseEventID is the action that caused this event (issued, revoked).
 	CauseEventID string `json:"cause_event_id,omitempty"`
 	// Reason: for expired, one of the Reason* codes; for failed, the
-	// mail error; for revoked, why.
+	// mail error; for revoked, why; for touched, TouchContinued when it
+	// records a continuation (else empty).
 	Reason string `json:"reason,omitempty"`
 	// Permanent tells, on a failed event, that retrying will not help.
 	Permanent bool `json:"permanent,omitempty"`

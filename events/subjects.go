@@ -40,6 +40,12 @@ const (
 	TypeRevoked = "revoked"
 )
 
+// TouchContinued is the reason of a touched event that records a
+// continuation: the browser that redeemed a one-time link opened it again
+// while its session was live and went straight to the portal with a new
+// ticket. Other touched events carry no reason.
+const TouchContinued = "continued"
+
 // SubjectLinksAll is the LINKS stream's subject filter.
 const SubjectLinksAll = "links.>"
 

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,6 +26,7 @@ const prog = "redeemer"
 // Log keys.
 const (
 	keyPublicURL = "public_url"
+	keyAdmin     = "admin"
 	keyKid       = "kid"
 )
 
@@ -41,9 +43,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	seed, err := config.DecodeSeed(vals.Get(config.TicketKey))
+	seeds, err := config.DecodeSeeds(vals.Get(config.TicketKey))
 	if err != nil {
 		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.TicketKey.Env, err))
+	}
+	proxies, err := config.ParsePrefixes(vals.Get(config.TrustedProxies))
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.TrustedProxies.Env, err))
 	}
 
 	p, err := worker.Start(ctx, worker.Settings{Name: prog, Values: vals, LogOutput: os.Stderr})
@@ -53,16 +59,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer p.Close()
 	publicURL := vals.Get(config.PublicURL)
 	rd, signer, err := worker.NewRedeemer(p.Deps(prog), worker.RedeemerSettings{
-		Seed: seed, PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL),
+		Seeds: seeds, PublicURL: publicURL, PortalURL: vals.Get(config.PortalURL), TrustedProxies: proxies,
 	})
 	if err != nil {
 		return worker.BadConfig(fmt.Errorf("%s: %w", prog, err))
 	}
-	srv, err := p.Serve(config.HTTPAddr, rd.Handler())
+	// The public address: link routes, JWKS, /healthz, /readyz, within
+	// the redeemer's timeouts and limits. /metrics is on the admin address.
+	hs := &http.Server{}
+	rd.ConfigureServer(hs)
+	srv, err := p.ServeServer(config.HTTPAddr, hs)
 	if err != nil {
 		return err
 	}
-	p.Ready(stdout, worker.KeyHTTP, srv.Addr(), keyPublicURL, publicURL, keyKid, signer.Kid())
+	adm, err := p.Serve(config.AdminAddr, p.AdminMux())
+	if err != nil {
+		return err
+	}
+	p.ReadyAt(stdout, []worker.Addr{{What: worker.KeyHTTP, Addr: srv.Addr()}, {What: keyAdmin, Addr: adm.Addr()}},
+		keyPublicURL, publicURL, keyKid, signer.Kid())
 
 	// The projector (SCOPES -> used/revoked events) runs in this process
 	// until ctx ends.

@@ -20,7 +20,10 @@ import (
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
-var seed = bytes.Repeat([]byte{5}, 32)
+var (
+	seed    = bytes.Repeat([]byte{5}, 32)
+	oldSeed = bytes.Repeat([]byte{6}, 32)
+)
 
 func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -71,6 +74,9 @@ func TestBadConfigurationStopsAtStart(t *testing.T) {
 		"nats url":        {"NATS_URL", "http://x"},
 		"public url":      {"LINKPIPE_PUBLIC_URL", "links.example"},
 		"http addr":       {"LINKPIPE_HTTP_ADDR", "8080"},
+		"admin addr":      {"LINKPIPE_ADMIN_ADDR", "9090"},
+		"ticket list":     {"LINKPIPE_TICKET_KEY", base64.StdEncoding.EncodeToString(seed) + ",nope"},
+		"proxies":         {"LINKPIPE_TRUSTED_PROXIES", "10.0.0.0/99"},
 	} {
 		m := map[string]string{}
 		for k, v := range good {
@@ -91,20 +97,21 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0"}, env(map[string]string{
+		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, env(map[string]string{
 			"NATS_URL":            srv.URL,
 			"LINKPIPE_DATA_DIR":   t.TempDir(),
 			"LINKPIPE_PUBLIC_URL": "https://links.example",
 			"LINKPIPE_PORTAL_URL": "https://portal.example",
-			"LINKPIPE_TICKET_KEY": base64.RawURLEncoding.EncodeToString(seed),
+			// Two keys: the first signs, both are in the JWKS.
+			"LINKPIPE_TICKET_KEY": base64.RawURLEncoding.EncodeToString(seed) + "," + base64.StdEncoding.EncodeToString(oldSeed),
 		}), out)
 	}()
-	ready := regexp.MustCompile(`redeemer ready http=(\S+)`)
-	var addr string
+	ready := regexp.MustCompile(`redeemer ready http=(\S+) admin=(\S+)`)
+	var addr, adminAddr string
 	deadline := time.Now().Add(30 * time.Second)
 	for addr == "" {
 		if m := ready.FindStringSubmatch(out.String()); m != nil {
-			addr = m[1]
+			addr, adminAddr = m[1], m[2]
 			break
 		}
 		select {
@@ -116,7 +123,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 			t.Fatal("not ready after 30s")
 		}
 	}
-	get := func(path string) (int, string) {
+	getFrom := func(addr, path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
 			t.Fatal(err)
@@ -125,15 +132,26 @@ func TestRunServesUntilCanceled(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+	get := func(path string) (int, string) { return getFrom(addr, path) }
+	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, body := get(p); code != 200 {
 			t.Fatalf("%s: %d %s", p, code, body)
 		}
 	}
+	// /metrics is on the admin address only.
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, body := getFrom(adminAddr, p); code != 200 {
+			t.Fatalf("admin %s: %d %s", p, code, body)
+		}
+	}
+	if code, _ := get("/metrics"); code != http.StatusNotFound {
+		t.Fatalf("public /metrics: %d, want 404", code)
+	}
 	code, jwks := get("/.well-known/jwks.json")
 	signer, _ := ticket.NewSigner(seed, "")
-	if code != 200 || !strings.Contains(jwks, `"kid":"`+signer.Kid()+`"`) {
-		t.Fatalf("jwks %d %s (want kid %s)", code, jwks, signer.Kid())
+	old, _ := ticket.NewSigner(oldSeed, "")
+	if code != 200 || !strings.Contains(jwks, `"kid":"`+signer.Kid()+`"`) || !strings.Contains(jwks, `"kid":"`+old.Kid()+`"`) {
+		t.Fatalf("jwks %d %s (want kids %s, %s)", code, jwks, signer.Kid(), old.Kid())
 	}
 	if code, body := get("/l/not-a-token"); code != 404 || !strings.Contains(body, `content="not_found"`) {
 		t.Fatalf("unknown link: %d\n%s", code, body)

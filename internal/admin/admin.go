@@ -39,6 +39,12 @@ func NATSReady(nc *nats.Conn) Ready {
 
 // Register adds /healthz, /readyz and /metrics to mux.
 func Register(mux *http.ServeMux, reg *prometheus.Registry, ready ...Ready) {
+	RegisterHealth(mux, ready...)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+}
+
+// RegisterHealth adds /healthz and /readyz (not /metrics) to mux.
+func RegisterHealth(mux *http.ServeMux, ready ...Ready) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -56,7 +62,6 @@ func Register(mux *http.ServeMux, reg *prometheus.Registry, ready ...Ready) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 }
 
 // Server is a running HTTP server.
@@ -76,7 +81,13 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 
 // Serve starts serving h on an open listener.
 func Serve(ln net.Listener, h http.Handler) *Server {
-	s := &Server{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	return ServeServer(ln, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
+}
+
+// ServeServer starts serving srv (its handler, timeouts and limits as the
+// caller set them) on an open listener.
+func ServeServer(ln net.Listener, srv *http.Server) *Server {
+	s := &Server{ln: ln, srv: srv}
 	// Serve returns ErrServerClosed after Close; any other error means the
 	// listener broke, and the process's readiness checks will show it.
 	go func() { _ = s.srv.Serve(ln) }()

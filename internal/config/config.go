@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -66,7 +67,11 @@ var (
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
-		Usage: "Ed25519 seed (base64, 32 bytes) signing portal tickets", Check: checkSeed}
+		Usage: "Ed25519 seed(s) (base64, 32 bytes), comma-separated: the first signs portal tickets, all are in the JWKS (rotation)",
+		Check: func(s string) error { _, err := DecodeSeeds(s); return err }}
+	TrustedProxies = Var{Env: "LINKPIPE_TRUSTED_PROXIES",
+		Usage: "comma-separated CIDRs (or addresses) of proxies whose X-Forwarded-For is honoured for per-IP limits",
+		Check: func(s string) error { _, err := ParsePrefixes(s); return err }}
 	// The AWS SDK reads these itself; they are listed so -h shows them.
 	AWSRegion    = Var{Env: "AWS_REGION", Usage: "AWS region of SES (SDK setting)"}
 	AWSEndpoint  = Var{Env: "AWS_ENDPOINT_URL_SESV2", Usage: "SES v2 endpoint override (SDK setting), e.g. an emulator"}
@@ -170,7 +175,43 @@ func checkSeed(s string) error {
 	return nil
 }
 
-// DecodeSeed decodes a checked LINKPIPE_TICKET_KEY.
+// DecodeSeeds decodes LINKPIPE_TICKET_KEY: one or more seeds,
+// comma-separated, the signing one first.
+func DecodeSeeds(s string) ([][]byte, error) {
+	var out [][]byte
+	for i, part := range strings.Split(s, ",") {
+		b, err := DecodeSeed(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("seed %d: %w", i+1, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// ParsePrefixes parses a comma-separated list of CIDRs or single
+// addresses (LINKPIPE_TRUSTED_PROXIES); empty is none.
+func ParsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			a, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or an IP address", part)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// DecodeSeed decodes one checked seed of LINKPIPE_TICKET_KEY.
 func DecodeSeed(s string) ([]byte, error) {
 	if err := checkSeed(s); err != nil {
 		return nil, err
@@ -204,5 +245,5 @@ func MailerVars() []Var {
 
 // RedeemerVars are the redeemer's settings.
 func RedeemerVars() []Var {
-	return []Var{NATSURL, DataDir, PublicURL, HTTPAddr, PortalURL, TicketKey, Replicas}
+	return []Var{NATSURL, DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas}
 }

@@ -55,3 +55,38 @@ func TestHelpListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestTicketKeysAndTrustedProxies(t *testing.T) {
+	a, b := strings.Repeat("A", 43), "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	seeds, err := config.DecodeSeeds(a + ", " + b)
+	if err != nil || len(seeds) != 2 || len(seeds[0]) != 32 || string(seeds[1]) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("seeds %q %v", seeds, err)
+	}
+	for _, bad := range []string{"", a + ",", a + ",short", "x"} {
+		if _, err := config.DecodeSeeds(bad); err == nil {
+			t.Errorf("DecodeSeeds(%q) passed", bad)
+		}
+	}
+	ps, err := config.ParsePrefixes("10.0.0.0/8, 192.0.2.7 ,2001:db8::/32")
+	if err != nil || len(ps) != 3 || ps[1].String() != "192.0.2.7/32" || ps[2].String() != "2001:db8::/32" {
+		t.Fatalf("prefixes %v %v", ps, err)
+	}
+	if ps, err := config.ParsePrefixes(""); err != nil || len(ps) != 0 {
+		t.Fatalf("empty: %v %v", ps, err)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "proxy.example", "10.0.0.0/8,"} {
+		if _, err := config.Parse("x", nil, env(map[string]string{config.TrustedProxies.Env: bad}), &bytes.Buffer{}, config.TrustedProxies); err == nil ||
+			!strings.Contains(err.Error(), config.TrustedProxies.Env) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	for _, v := range []config.Var{config.AdminAddr, config.TrustedProxies} {
+		found := false
+		for _, r := range config.RedeemerVars() {
+			found = found || r.Env == v.Env
+		}
+		if !found {
+			t.Errorf("the redeemer does not read %s", v.Env)
+		}
+	}
+}

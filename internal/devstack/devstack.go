@@ -199,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	rd, signer, err := worker.NewRedeemer(st.proc.Deps("redeemer"), worker.RedeemerSettings{
-		Seed: seed, PublicURL: base, PortalURL: base + "/portal",
+		Seeds: [][]byte{seed}, PublicURL: base, PortalURL: base + "/portal",
 	})
 	if err != nil {
 		return st, err
@@ -236,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	dev := &devPages{js: st.proc.JS, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log}
 	dev.register(mux)
 	worker.MountInbox(mux, sink)
+	mux.Handle("GET /metrics", st.proc.AdminMux()) // one address in dev mode
 	mux.Handle("/", rd.Handler())
 	st.http = admin.Serve(ln, mux)
 	return st, nil

@@ -126,7 +126,7 @@ func TestSigninEndToEndThroughSES(t *testing.T) {
 		t.Fatalf("redirect to %s, want the portal's /messages?box=inbox", loc)
 	}
 	_, jwks := do(t, c, http.MethodGet, st.URL+"/.well-known/jwks.json")
-	claims, err := ticket.Verify([]byte(jwks), loc.Query().Get("ticket"), time.Now())
+	claims, err := ticket.Verify([]byte(jwks), loc.Query().Get("ticket"), ticket.Want{Issuer: st.URL, Audience: st.URL}, time.Now())
 	if err != nil {
 		t.Fatalf("ticket does not verify against the JWKS: %v", err)
 	}

@@ -111,7 +111,7 @@ func (d *devPages) portal(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("ticket")
 	if tok == "" {
 		data.Error = "this page was opened without ?ticket="
-	} else if c, err := ticket.Verify(d.jwks, tok, d.clock.Now()); err != nil {
+	} else if c, err := ticket.Verify(d.jwks, tok, ticket.Want{Issuer: d.base, Audience: d.base}, d.clock.Now()); err != nil {
 		data.Error = err.Error()
 	} else {
 		pretty, _ := json.MarshalIndent(c, "", "  ")

@@ -95,7 +95,7 @@ func TestBrowserClickThrough(t *testing.T) {
 		t.Fatalf("landed on %q", loc)
 	}
 	jwks := do(t, noRedirect(nil), "GET", s.URL+"/.well-known/jwks.json").body
-	cl, err := ticket.Verify([]byte(jwks), u.Query().Get("ticket"), e.clock.Now())
+	cl, err := ticket.Verify([]byte(jwks), u.Query().Get("ticket"), ticket.Want{Issuer: "http://links.test", Audience: e.portal.URL}, e.clock.Now())
 	if err != nil || cl.Link != id || cl.Subject != "c-1" {
 		t.Fatalf("portal's ticket: %+v %v", cl, err)
 	}

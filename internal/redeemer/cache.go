@@ -1,8 +1,9 @@
 package redeemer
 
 import (
-	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,12 +85,108 @@ func (l *ipLimiters) allow(ip string, now time.Time) bool {
 	return lim.AllowN(now, 1)
 }
 
-// clientIP is the connection's remote address. Proxy headers are not
-// trusted: behind a load balancer, terminate there or put the limit there.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// eventBudgets bound the click events (touched, expired, continuations)
+// this process publishes per link and kind: an event whose id repeats the
+// kind's last one is not published again (JetStream would drop it as a
+// duplicate anyway), and after budget distinct ones none is. The table is
+// bounded like the issued cache.
+type eventBudgets struct {
+	budget int
+	mu     sync.Mutex
+	spent  *genCache[string, budgetEntry]
+}
+
+type budgetEntry struct {
+	last string
+	n    int
+}
+
+func newEventBudgets(budget, size int) *eventBudgets {
+	return &eventBudgets{budget: budget, spent: newGenCache[string, budgetEntry](size / 2)}
+}
+
+// take reports whether the event id of link and kind is to be published,
+// and counts it if so.
+func (b *eventBudgets) take(linkID, kind, id string) bool {
+	key := linkID + "\x00" + kind
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, _ := b.spent.get(key)
+	if e.last == id || e.n >= b.budget {
+		return false
 	}
-	return host
+	b.spent.put(key, budgetEntry{last: id, n: e.n + 1})
+	return true
+}
+
+// proxies are the trusted proxies (LINKPIPE_TRUSTED_PROXIES).
+type proxies []netip.Prefix
+
+func trustedProxies(ps []netip.Prefix) proxies {
+	out := make(proxies, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+func (ps proxies) trusted(a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr is the client's address: the connection's, or, when the
+// connection comes from a trusted proxy, the rightmost X-Forwarded-For hop
+// that is not a trusted proxy (the hops left of it are the client's to
+// invent). A hop that does not parse ends the walk at the last good one.
+// ok is false when the connection's address does not parse.
+func (ps proxies) clientAddr(req *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(req.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addr := ap.Addr().Unmap()
+	if len(ps) == 0 || !ps.trusted(addr) {
+		return addr, true
+	}
+	hops := req.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return addr, true
+			}
+			addr = hop.Unmap()
+			if !ps.trusted(addr) {
+				return addr, true
+			}
+		}
+	}
+	return addr, true
+}
+
+// ipKey is the per-IP limit's key of an address: the address for IPv4, its
+// /64 for IPv6 (one host's share of addresses).
+func ipKey(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		p, err := a.Prefix(64)
+		if err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
+}
+
+// clientKey is the per-IP limit's key of a request's client.
+func (r *Redeemer) clientKey(req *http.Request) string {
+	a, ok := r.proxies.clientAddr(req)
+	if !ok {
+		return req.RemoteAddr
+	}
+	return ipKey(a)
 }

@@ -2,10 +2,13 @@ package redeemer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,7 +147,7 @@ func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if c.issued == nil {
-		r.m.clicks.WithLabelValues(method, outcomeNotFound).Inc()
+		r.m.clicks.WithLabelValues(methodLabel(method), outcomeNotFound).Inc()
 		r.refuse(w, c, events.ReasonNotFound)
 		return
 	}
@@ -152,23 +155,27 @@ func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
 	v := c.state.Verdict(c.linkID, now)
 	if method == http.MethodHead {
 		// A HEAD is a scanner's: no side effect but the touch.
-		r.publishClick(ctx, c, events.TypeTouched, "", req, now)
+		r.publishClick(ctx, c, events.TypeTouched, "", v.Reason, req, now)
 		if v.OK {
-			r.m.clicks.WithLabelValues(method, outcomeConfirm).Inc()
+			r.m.clicks.WithLabelValues(methodLabel(method), outcomeConfirm).Inc()
 			r.confirm(w, c)
 			return
 		}
-		r.m.clicks.WithLabelValues(method, outcomeRefused).Inc()
+		r.m.clicks.WithLabelValues(methodLabel(method), outcomeRefused).Inc()
 		r.refuse(w, c, v.Reason)
 		return
 	}
 	switch {
 	case v.OK:
-		r.publishClick(ctx, c, events.TypeTouched, "", req, now)
-		r.m.clicks.WithLabelValues(method, outcomeConfirm).Inc()
+		r.publishClick(ctx, c, events.TypeTouched, "", "", req, now)
+		r.m.clicks.WithLabelValues(methodLabel(method), outcomeConfirm).Inc()
 		r.confirm(w, c)
-	case v.Reason == events.ReasonUsed && r.hasSession(req, c.linkID, now):
-		r.through(w, req, c, now, outcomeContinued)
+	case v.Reason == events.ReasonUsed:
+		if reason, through := r.usedBy(req, c, now); through {
+			r.through(ctx, w, req, c, now)
+		} else {
+			r.refused(ctx, w, req, c, reason, now)
+		}
 	default:
 		r.refused(ctx, w, req, c, v.Reason, now)
 	}
@@ -185,7 +192,7 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if c.issued == nil {
-		r.m.clicks.WithLabelValues(req.Method, outcomeNotFound).Inc()
+		r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeNotFound).Inc()
 		r.refuse(w, c, events.ReasonNotFound)
 		return
 	}
@@ -209,8 +216,12 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 		v := c.state.Verdict(c.linkID, now)
 		switch {
 		case v.OK:
-		case v.Reason == events.ReasonUsed && r.hasSession(req, c.linkID, now):
-			r.through(w, req, c, now, outcomeContinued)
+		case v.Reason == events.ReasonUsed:
+			if reason, through := r.usedBy(req, c, now); through {
+				r.through(ctx, w, req, c, now)
+			} else {
+				r.refused(ctx, w, req, c, reason, now)
+			}
 			return
 		default:
 			r.refused(ctx, w, req, c, v.Reason, now)
@@ -246,19 +257,36 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 	r.unavailable(w, req, req.Method, fmt.Errorf("redeemer: %s: %d conditional publishes lost in a row", c.scope, casAttempts))
 }
 
-// through lets the browser that redeemed a used link continue its session.
-func (r *Redeemer) through(w http.ResponseWriter, req *http.Request, c *click, now time.Time, outcome string) {
+// usedBy decides a click on a used link by the browser's session: through
+// while the browser that redeemed it has a live session and the link's
+// window is not over; expired when that browser comes back after the
+// window; used for everyone else.
+func (r *Redeemer) usedBy(req *http.Request, c *click, now time.Time) (reason string, through bool) {
+	held, live := r.session(req, c.linkID, now)
+	switch {
+	case held && !c.state.ExpiresAt.IsZero() && !now.Before(c.state.ExpiresAt):
+		return events.ReasonExpired, false
+	case live:
+		return "", true
+	}
+	return events.ReasonUsed, false
+}
+
+// through lets the browser that redeemed a used link continue its session,
+// and records the continuation on LINKS (touched, reason continued).
+func (r *Redeemer) through(ctx context.Context, w http.ResponseWriter, req *http.Request, c *click, now time.Time) {
 	tk, target, err := r.ticketFor(c, now)
 	if err != nil {
 		r.unavailable(w, req, req.Method, err)
 		return
 	}
-	r.redirect(w, req, c, now, tk, target, outcome)
+	r.publishClick(ctx, c, events.TypeTouched, events.TouchContinued, "", req, now)
+	r.redirect(w, req, c, now, tk, target, outcomeContinued)
 }
 
 func (r *Redeemer) redirect(w http.ResponseWriter, req *http.Request, c *click, now time.Time, tk, target, outcome string) {
-	r.setSession(w, req, c.linkID, now)
-	r.m.clicks.WithLabelValues(req.Method, outcome).Inc()
+	r.setSession(w, req, c.linkID, now, c.state.ExpiresAt)
+	r.m.clicks.WithLabelValues(methodLabel(req.Method), outcome).Inc()
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Location", withTicket(target, tk))
 	w.WriteHeader(http.StatusSeeOther)
@@ -266,10 +294,10 @@ func (r *Redeemer) redirect(w http.ResponseWriter, req *http.Request, c *click, 
 
 // refused answers a refused click on an existing link and records it.
 func (r *Redeemer) refused(ctx context.Context, w http.ResponseWriter, req *http.Request, c *click, reason string, now time.Time) {
-	r.m.clicks.WithLabelValues(req.Method, outcomeRefused).Inc()
+	r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeRefused).Inc()
 	r.m.refusals.WithLabelValues(reason).Inc()
 	if reason != events.ReasonNotFound { // no event carries not_found
-		r.publishClick(ctx, c, events.TypeExpired, reason, req, now)
+		r.publishClick(ctx, c, events.TypeExpired, reason, "", req, now)
 	}
 	r.refuse(w, c, reason)
 }
@@ -277,23 +305,40 @@ func (r *Redeemer) refused(ctx context.Context, w http.ResponseWriter, req *http
 // ticketFor signs the portal ticket of a redemption and names its target.
 func (r *Redeemer) ticketFor(c *click, now time.Time) (tk, target string, err error) {
 	iss := c.issued
+	base := r.portalBase(r.cfg.Practices.Get(iss.PracticeID))
 	tk, err = r.cfg.Signer.Sign(ticket.Claims{
-		Subject: iss.ClientID, Practice: iss.PracticeID, Purpose: iss.Purpose, Link: c.linkID,
+		Audience: origin(base),
+		Subject:  iss.ClientID, Practice: iss.PracticeID, Purpose: iss.Purpose, Link: c.linkID,
 		IssuedAt: now.Unix(), ExpiresAt: now.Add(ticket.MaxLifetime).Unix(), Idle: r.idleSecs,
 	})
 	if err != nil {
 		return "", "", fmt.Errorf("redeemer: ticket for %s: %w", c.linkID, err)
 	}
-	return tk, r.target(iss, r.cfg.Practices.Get(iss.PracticeID)), nil
+	return tk, r.target(iss, base), nil
+}
+
+// portalBase is the practice's portal_url (no trailing slash), or the
+// default portal's when it sets none.
+func (r *Redeemer) portalBase(s practice.Settings) string {
+	if s.PortalURL != "" && events.CheckPortalURL("", s.PortalURL) == nil {
+		return strings.TrimRight(s.PortalURL, "/")
+	}
+	return r.portal
+}
+
+// origin is scheme://host[:port] of an absolute URL: a ticket's aud, and
+// what a confirm page's form may be redirected to.
+func origin(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Scheme + "://" + p.Host
 }
 
 // target is the portal page a redemption lands on (DESIGN.md "Portal
-// targets"); it is always on the portal.
-func (r *Redeemer) target(iss *events.LinkEvent, s practice.Settings) string {
-	base := r.portal
-	if s.PortalURL != "" && events.CheckPortalURL("", s.PortalURL) == nil {
-		base = strings.TrimRight(s.PortalURL, "/")
-	}
+// targets"), below base (portalBase); it is always on the portal.
+func (r *Redeemer) target(iss *events.LinkEvent, base string) string {
 	switch iss.Purpose {
 	case events.PurposeDocument:
 		return base + "/documents/" + url.PathEscape(iss.DocumentID)
@@ -325,31 +370,55 @@ func withTicket(target, tk string) string {
 	return target + sep + "ticket=" + url.QueryEscape(tk) + frag
 }
 
-// publishClick records a touch or a refused click on LINKS. Failing to
+// publishClick records a touch, a refused click or a continuation on
+// LINKS. Its Nats-Msg-Id is derived from (link, type, reason, the verdict
+// of a touch, method label, scanner, minute), so the same click repeated
+// within a minute is one message whichever replica answers, and this
+// process publishes at most LinkEventBudget of each kind per link; opening
+// a link any number of times adds a bounded number of messages. Failing to
 // record it never changes the answer.
-func (r *Redeemer) publishClick(ctx context.Context, c *click, typ, reason string, req *http.Request, now time.Time) {
+func (r *Redeemer) publishClick(ctx context.Context, c *click, typ, reason, verdict string, req *http.Request, now time.Time) {
+	scanner := looksLikeScanner(req)
+	kind := typ
+	if reason == events.TouchContinued {
+		kind = reason
+	}
+	id := clickEventID(c.linkID, typ, reason, verdict, methodLabel(req.Method), scanner, now)
+	if !r.budgets.take(c.linkID, kind, id) {
+		r.m.coalesced.WithLabelValues(kind).Inc()
+		return
+	}
 	ua := req.UserAgent()
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
 	ev := events.LinkEvent{
-		EventID: typ + "-" + randomID(), Type: typ, LinkID: c.linkID,
+		EventID: id, Type: typ, LinkID: c.linkID,
 		PracticeID: c.issued.PracticeID, ClientID: c.issued.ClientID, Purpose: c.issued.Purpose,
-		At: now, Reason: reason, UserAgent: strings.ToValidUTF8(ua, ""), Scanner: looksLikeScanner(req),
+		At: now, Reason: reason, UserAgent: strings.ToValidUTF8(ua, ""), Scanner: scanner,
 	}
 	if err := bus.PublishEvent(ctx, r.js, &ev); err != nil {
 		r.log.Warn("redeemer: click event not published", keyLinkID, c.linkID, keySubject, ev.Subject(), keyErr, err)
 	}
 }
 
+// clickEventID is the event id (and Nats-Msg-Id) of a click event:
+// <type>-<22 characters of a hash of what makes clicks alike>, the same
+// on every replica for the same click within the same minute.
+func clickEventID(linkID, typ, reason, verdict, method string, scanner bool, now time.Time) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{"linkpipe/click/v1", linkID, typ, reason, verdict, method,
+		strconv.FormatBool(scanner), strconv.FormatInt(now.Unix()/60, 10)}, "\x00")))
+	return typ + "-" + base64.RawURLEncoding.EncodeToString(sum[:])[:22]
+}
+
 func (r *Redeemer) unavailable(w http.ResponseWriter, req *http.Request, method string, err error) {
-	r.m.clicks.WithLabelValues(method, outcomeUnavailable).Inc()
+	r.m.clicks.WithLabelValues(methodLabel(method), outcomeUnavailable).Inc()
 	r.log.Error("redeemer: click not answered", keyErr, err)
 	r.pages.render(w, http.StatusServiceUnavailable, "unavailable", pageData{Title: "Please try again in a minute"})
 }
 
 func (r *Redeemer) serveNotFound(w http.ResponseWriter, req *http.Request) {
-	r.m.clicks.WithLabelValues(req.Method, outcomeNotFound).Inc()
+	r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeNotFound).Inc()
 	r.refuse(w, &click{}, events.ReasonNotFound)
 }
 

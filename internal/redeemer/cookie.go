@@ -12,10 +12,18 @@ import (
 
 // SessionCookie is the name of the cookie that lets the browser that
 // redeemed a link continue its session when the link is clicked again. It
-// is HttpOnly, SameSite=Lax, Path=/l/, Secure when the public URL is https,
-// and holds up to maxSessions entries "<link id>.<expiry unix>.<mac>", where
-// mac = HMAC-SHA256(CookieKey, link id, expiry) truncated to 16 bytes.
+// is a browser-session cookie (no Max-Age, no Expires), HttpOnly,
+// SameSite=Lax; on an https public URL it is named "__Host-" + SessionCookie,
+// Secure, Path=/; otherwise Path=<public path>/l/. It holds up to
+// maxSessions entries "<link id>.<expiry unix>.<mac>", where mac =
+// HMAC-SHA256(CookieKey, link id, expiry) truncated to 16 bytes, and the
+// expiry is min(the link's expires_at, the last redemption or
+// continuation + Idle): an entry never outlives its link.
 const SessionCookie = "linkpipe_session"
+
+// hostPrefix names a cookie browsers accept only Secure, with Path=/ and
+// no Domain.
+const hostPrefix = "__Host-"
 
 const (
 	maxSessions = 8
@@ -29,14 +37,31 @@ func (r *Redeemer) sessionMAC(linkID string, exp int64) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:macBytes])
 }
 
+// cookieName and cookiePath: __Host- and / on https, else the plain name
+// scoped to the link routes.
+func (r *Redeemer) cookieName() string {
+	if r.secure {
+		return hostPrefix + SessionCookie
+	}
+	return SessionCookie
+}
+
+func (r *Redeemer) cookiePath() string {
+	if r.secure {
+		return "/"
+	}
+	return r.prefix + "/l/"
+}
+
 type sessionEntry struct {
 	linkID string
 	exp    int64
 }
 
-// sessions returns the authentic, unexpired entries of the request's cookie.
-func (r *Redeemer) sessions(req *http.Request, now time.Time) []sessionEntry {
-	c, err := req.Cookie(SessionCookie)
+// entries returns the authentic entries of the request's cookie, expired
+// or not.
+func (r *Redeemer) entries(req *http.Request) []sessionEntry {
+	c, err := req.Cookie(r.cookieName())
 	if err != nil || len(c.Value) > 4096 {
 		return nil
 	}
@@ -51,7 +76,7 @@ func (r *Redeemer) sessions(req *http.Request, now time.Time) []sessionEntry {
 			continue
 		}
 		exp, err := strconv.ParseInt(expS, 10, 64)
-		if err != nil || exp <= now.Unix() {
+		if err != nil {
 			continue
 		}
 		if !hmac.Equal([]byte(mac), []byte(r.sessionMAC(id, exp))) {
@@ -65,32 +90,38 @@ func (r *Redeemer) sessions(req *http.Request, now time.Time) []sessionEntry {
 	return out
 }
 
-// hasSession reports whether the request carries a live session of linkID.
-func (r *Redeemer) hasSession(req *http.Request, linkID string, now time.Time) bool {
-	for _, e := range r.sessions(req, now) {
+// session reports whether the request carries an authentic session entry
+// of linkID (held) and whether it is still live at now.
+func (r *Redeemer) session(req *http.Request, linkID string, now time.Time) (held, live bool) {
+	for _, e := range r.entries(req) {
 		if e.linkID == linkID {
-			return true
+			held = true
+			live = live || e.exp > now.Unix()
 		}
 	}
-	return false
+	return held, live
 }
 
-// setSession (re)starts linkID's session in the browser: expiry now+Idle,
-// newest first, other live sessions kept.
-func (r *Redeemer) setSession(w http.ResponseWriter, req *http.Request, linkID string, now time.Time) {
-	exp := now.Add(r.cfg.Idle).Unix()
+// setSession (re)starts linkID's session in the browser: expiry
+// min(now+Idle, the link's expiresAt), newest first, the other entries
+// kept (an expired one still tells its browser "expired" rather than "used").
+func (r *Redeemer) setSession(w http.ResponseWriter, req *http.Request, linkID string, now, expiresAt time.Time) {
+	end := now.Add(r.cfg.Idle)
+	if !expiresAt.IsZero() && expiresAt.Before(end) {
+		end = expiresAt
+	}
+	exp := end.Unix() // rounds down: never after expiresAt
 	parts := []string{linkID + "." + strconv.FormatInt(exp, 10) + "." + r.sessionMAC(linkID, exp)}
-	for _, e := range r.sessions(req, now) {
+	for _, e := range r.entries(req) {
 		if e.linkID == linkID || len(parts) == maxSessions {
 			continue
 		}
 		parts = append(parts, e.linkID+"."+strconv.FormatInt(e.exp, 10)+"."+r.sessionMAC(e.linkID, e.exp))
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name:     SessionCookie,
+		Name:     r.cookieName(),
 		Value:    strings.Join(parts, sessionSep),
-		Path:     r.prefix + "/l/",
-		MaxAge:   r.idleSecs,
+		Path:     r.cookiePath(),
 		HttpOnly: true,
 		Secure:   r.secure,
 		SameSite: http.SameSiteLaxMode,

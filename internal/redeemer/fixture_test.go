@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
@@ -109,11 +110,13 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
-// server is one redeemer replica behind an httptest server, its projector
-// running until the test ends.
+// server is one redeemer replica behind an httptest server (configured by
+// Redeemer.ConfigureServer, as cmd/redeemer does), its admin handler behind
+// another, its projector running until the test ends.
 type server struct {
 	*httptest.Server
-	r *redeemer.Redeemer
+	admin *httptest.Server
+	r     *redeemer.Redeemer
 }
 
 func (e *env) start(mod ...func(*redeemer.Config)) *server {
@@ -123,6 +126,9 @@ func (e *env) start(mod ...func(*redeemer.Config)) *server {
 		PublicURL: "http://links.test", PortalURL: e.defaultPortal.URL,
 		CookieKey: bytes.Repeat([]byte{3}, 32), Clock: e.clock,
 		Log: slog.New(slog.DiscardHandler),
+		// Every test client is 127.0.0.1: no per-IP click limit unless a
+		// test sets one.
+		ClickPerIP: rate.Inf, ClickIPBurst: 1,
 	}
 	for _, m := range mod {
 		m(&cfg)
@@ -138,15 +144,19 @@ func (e *env) start(mod ...func(*redeemer.Config)) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- pj.Run(ctx) }()
-	hs := httptest.NewServer(r.Handler())
+	hs := httptest.NewUnstartedServer(nil)
+	r.ConfigureServer(hs.Config)
+	hs.Start()
+	as := httptest.NewServer(r.AdminHandler())
 	e.t.Cleanup(func() {
 		hs.Close()
+		as.Close()
 		cancel()
 		if err := <-done; err != nil && !e.natsClosed.Load() {
 			e.t.Errorf("projector: %v", err)
 		}
 	})
-	return &server{Server: hs, r: r}
+	return &server{Server: hs, admin: as, r: r}
 }
 
 // spec describes a link to issue.

@@ -3,6 +3,7 @@ package redeemer
 import (
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,7 +18,18 @@ const (
 	outcomeRefused     = "refused"     // 410 with a reason
 	outcomeNotFound    = "not_found"   // 404
 	outcomeUnavailable = "unavailable" // 503: NATS trouble
+	outcomeLimited     = "limited"     // 429: per-IP limit
 )
+
+// methodLabel maps a request method to the fixed set of method labels, so
+// that no request can add a label value.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost:
+		return m
+	}
+	return "other"
+}
 
 type metrics struct {
 	clicks      *prometheus.CounterVec
@@ -27,13 +39,14 @@ type metrics struct {
 	latency     *prometheus.HistogramVec
 	renewals    *prometheus.CounterVec
 	cacheHits   prometheus.Counter
+	coalesced   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		clicks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_redeemer_clicks_total",
-			Help: "Clicks on links by method and outcome (confirm, redeemed, continued, refused, not_found, unavailable).",
+			Help: "Clicks on links by method and outcome (confirm, redeemed, continued, refused, not_found, unavailable, limited); method is GET, HEAD, POST or other.",
 		}, []string{"method", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_redeemer_refusals_total",
@@ -60,13 +73,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "linkpipe_redeemer_issued_cache_hits_total",
 			Help: "Clicks whose issued record came from memory instead of LINKS.",
 		}),
+		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "linkpipe_redeemer_click_events_coalesced_total",
+			Help: "Click events not published because the same one was just published or the link's budget is spent, by kind (touched, expired, continued).",
+		}, []string{"kind"}),
 	}
 	// A collector already registered (a second Redeemer on the registry)
 	// is shared.
 	if err := errors.Join(
 		bus.Register(reg, &m.clicks), bus.Register(reg, &m.refusals), bus.Register(reg, &m.redemptions),
 		bus.Register(reg, &m.conflicts), bus.Register(reg, &m.latency), bus.Register(reg, &m.renewals),
-		bus.Register(reg, &m.cacheHits),
+		bus.Register(reg, &m.cacheHits), bus.Register(reg, &m.coalesced),
 	); err != nil {
 		return nil, fmt.Errorf("redeemer: metrics: %w", err)
 	}

@@ -104,6 +104,11 @@ button:focus-visible{outline:3px solid #9fd6c6;outline-offset:2px}
 <p>Something went wrong on our side and we could not open your link just now. Your link has not been used. Please try again in a minute.</p>
 {{template "foot" .}}{{end}}
 
+{{define "limited"}}{{template "head" .}}
+<h1>Too many requests</h1>
+<p>Too many links were opened from your network just now. Please wait a minute and open your link again. Your link has not been used.</p>
+{{template "foot" .}}{{end}}
+
 {{define "forbidden"}}{{template "head" .}}
 <h1>Please open the link from your email</h1>
 <p>This request came from another website, so we did not act on it. Open the link straight from your email and press the button there.</p>
@@ -122,7 +127,14 @@ type pageData struct {
 	Button   string
 	// Action is the form's target (confirm: the link; refusal: renew).
 	Action string
+	// redirectsTo is the origin the form's answer redirects to (the
+	// portal, on a confirm page), allowed by the CSP's form-action.
+	redirectsTo string
 }
+
+// csp is every page's Content-Security-Policy; form-action lets a form post
+// only to the redeemer (and follow its redirect to the portal).
+const csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
 type pages struct {
 	t *template.Template
@@ -142,7 +154,11 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, d pageDat
 	var buf bytes.Buffer
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'")
+	if d.redirectsTo != "" {
+		h.Set("Content-Security-Policy", csp+" "+d.redirectsTo)
+	} else {
+		h.Set("Content-Security-Policy", csp)
+	}
 	if err := p.t.ExecuteTemplate(&buf, name, d); err != nil {
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -157,7 +173,8 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, d pageDat
 // confirm renders the confirm page of a valid link.
 func (r *Redeemer) confirm(w http.ResponseWriter, c *click) {
 	name := r.cfg.Practices.Get(c.issued.PracticeID).Name
-	d := pageData{Page: "confirm", Practice: name, Action: r.prefix + "/l/" + c.token}
+	d := pageData{Page: "confirm", Practice: name, Action: r.prefix + "/l/" + c.token,
+		redirectsTo: origin(r.portalBase(r.cfg.Practices.Get(c.issued.PracticeID)))}
 	switch c.issued.Purpose {
 	case events.PurposeDocument:
 		d.Title = "Open your document – " + name

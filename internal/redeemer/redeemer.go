@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -67,6 +68,7 @@ const (
 	keyErr        = "err"
 	keyClientID   = "client_id"
 	keyMailID     = "mail_id"
+	keyPathLen    = "path_len"
 )
 
 // Defaults of Config.
@@ -75,8 +77,24 @@ const (
 	DefaultRenewIPBurst = 10
 	DefaultCacheSize    = 50_000
 	DefaultMaxIPs       = 10_000
+	// DefaultLinkEventBudget is how many touched, expired and continuation
+	// events (each kind counted apart) one process publishes per link.
+	DefaultLinkEventBudget = 16
 	// DefaultRenewPerIP refills one renewal request per IP every 30s.
 	DefaultRenewPerIP = rate.Limit(1.0 / 30)
+	// DefaultClickPerIP and DefaultClickIPBurst: requests under /l/ per
+	// client IP (a /64 for IPv6): 2 per second, bursts of 30.
+	DefaultClickPerIP   = rate.Limit(2)
+	DefaultClickIPBurst = 30
+	// Defaults of the HTTP server's limits (ConfigureServer).
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 20 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxBodyBytes      = 16 << 10
+	// hstsMaxAge is the Strict-Transport-Security of an https public URL.
+	hstsMaxAge = "max-age=31536000"
 	// casAttempts bounds re-reads after a lost conditional publish.
 	casAttempts = 8
 	// opTimeout bounds the NATS work of one request.
@@ -117,6 +135,32 @@ type Config struct {
 	MaxIPs int
 	// CacheSize bounds the issued-record cache (default DefaultCacheSize).
 	CacheSize int
+
+	// ClickPerIP and ClickIPBurst limit requests under /l/ per client IP
+	// in this process; one over the limit gets a 429 page. Defaults
+	// DefaultClickPerIP, DefaultClickIPBurst.
+	ClickPerIP   rate.Limit
+	ClickIPBurst int
+	// LinkEventBudget bounds the touched and expired events (and the
+	// recorded continuations) this process publishes per link and kind
+	// (default DefaultLinkEventBudget); events of one link, type, reason
+	// and minute share a Nats-Msg-Id, so replicas dedupe them.
+	LinkEventBudget int
+	// TrustedProxies are the addresses whose X-Forwarded-For is honoured
+	// for per-IP limits (the rightmost hop not in them is the client).
+	// Default none: the connection's address is the client.
+	TrustedProxies []netip.Prefix
+
+	// Limits of the HTTP server ConfigureServer sets up. Defaults
+	// DefaultReadHeaderTimeout, DefaultReadTimeout, DefaultWriteTimeout,
+	// DefaultIdleTimeout, DefaultMaxHeaderBytes, DefaultMaxBodyBytes.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	// MaxBodyBytes caps a request body (the forms post none).
+	MaxBodyBytes int64
 }
 
 // Redeemer serves clicks.
@@ -129,7 +173,10 @@ type Redeemer struct {
 	log       *slog.Logger
 	m         *metrics
 	issued    *genCache[string, *events.LinkEvent]
-	ips       *ipLimiters
+	ips       *ipLimiters // renewals
+	clickIPs  *ipLimiters // everything under /l/
+	budgets   *eventBudgets
+	proxies   proxies
 	portal    string // default portal base, no trailing slash
 	prefix    string // path of PublicURL, no trailing slash
 	secure    bool
@@ -184,6 +231,30 @@ func New(cfg Config) (*Redeemer, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
+	if cfg.ClickPerIP <= 0 {
+		cfg.ClickPerIP = DefaultClickPerIP
+	}
+	if cfg.ClickIPBurst <= 0 {
+		cfg.ClickIPBurst = DefaultClickIPBurst
+	}
+	if cfg.LinkEventBudget <= 0 {
+		cfg.LinkEventBudget = DefaultLinkEventBudget
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&cfg.ReadTimeout, DefaultReadTimeout},
+		{&cfg.WriteTimeout, DefaultWriteTimeout}, {&cfg.IdleTimeout, DefaultIdleTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, err
@@ -202,6 +273,9 @@ func New(cfg Config) (*Redeemer, error) {
 		m:         m,
 		issued:    newGenCache[string, *events.LinkEvent](cfg.CacheSize / 2),
 		ips:       newIPLimiters(cfg.RenewPerIP, cfg.RenewIPBurst, cfg.MaxIPs),
+		clickIPs:  newIPLimiters(cfg.ClickPerIP, cfg.ClickIPBurst, cfg.MaxIPs),
+		budgets:   newEventBudgets(cfg.LinkEventBudget, cfg.CacheSize),
+		proxies:   trustedProxies(cfg.TrustedProxies),
 		portal:    strings.TrimRight(cfg.PortalURL, "/"),
 		prefix:    strings.TrimRight(pub.Path, "/"),
 		secure:    pub.Scheme == "https",
@@ -213,13 +287,16 @@ func New(cfg Config) (*Redeemer, error) {
 	return r, nil
 }
 
-// Handler serves every route of the redeemer:
+// Handler serves the redeemer's public routes:
 //
-//	GET  /l/{token}             confirm page, refusal page, or straight through (same browser)
+//	GET  /l/{token}             confirm page, refusal page, or straight through (same browser); HEAD too
 //	POST /l/{token}             redeem: 303 to the portal with ?ticket=
 //	POST /l/{token}/renew       mail a fresh link to the address on record
 //	GET  /.well-known/jwks.json ticket verification keys
-//	GET  /healthz, /readyz, /metrics
+//	GET  /healthz, /readyz
+//
+// Another method on a route answers 405 with Allow. /metrics is on
+// [Redeemer.AdminHandler], for the admin address.
 func (r *Redeemer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	cop := http.NewCrossOriginProtection()
@@ -233,29 +310,61 @@ func (r *Redeemer) Handler() http.Handler {
 	mux.Handle("POST /l/{token}/renew", cop.Handler(http.HandlerFunc(r.serveRenew)))
 	// Anything else under /l/ names no link.
 	mux.HandleFunc("GET /l/{$}", r.serveNotFound)
-	mux.HandleFunc("/l/{token}/{rest...}", r.serveNotFound)
+	mux.HandleFunc("GET /l/{token}/{rest...}", r.serveNotFound)
+	mux.HandleFunc("POST /l/{token}/{rest...}", r.serveNotFound)
 	mux.HandleFunc("GET /.well-known/jwks.json", r.serveJWKS)
-	admin.Register(mux, r.reg, admin.NATSReady(r.cfg.NC))
+	admin.RegisterHealth(mux, admin.NATSReady(r.cfg.NC))
 	return r.protect(mux)
 }
 
-// protect sets the headers every answer carries and turns a panic into a
-// plain error page instead of a dropped connection.
+// AdminHandler serves /healthz, /readyz and /metrics, for the admin
+// address (LINKPIPE_ADMIN_ADDR), never the public one.
+func (r *Redeemer) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	admin.Register(mux, r.reg, admin.NATSReady(r.cfg.NC))
+	return mux
+}
+
+// ConfigureServer makes srv serve Handler within the Config's limits: read
+// header, read, write and idle timeouts (a slow or idle connection is
+// closed) and the header size.
+func (r *Redeemer) ConfigureServer(srv *http.Server) {
+	srv.Handler = r.Handler()
+	srv.ReadHeaderTimeout = r.cfg.ReadHeaderTimeout
+	srv.ReadTimeout = r.cfg.ReadTimeout
+	srv.WriteTimeout = r.cfg.WriteTimeout
+	srv.IdleTimeout = r.cfg.IdleTimeout
+	srv.MaxHeaderBytes = r.cfg.MaxHeaderBytes
+}
+
+// protect sets the headers every answer carries, caps the request body,
+// limits requests under /l/ per client IP and turns a panic into a plain
+// error page instead of a dropped connection.
 func (r *Redeemer) protect(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h := w.Header()
 		h.Set("Referrer-Policy", "no-referrer") // the token must not leak to the portal
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
+		if r.secure {
+			h.Set("Strict-Transport-Security", hstsMaxAge)
+		}
+		req.Body = http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				r.log.Error("redeemer: panic serving request", "path_len", len(req.URL.Path), keyErr, fmt.Sprint(p))
+				r.log.Error("redeemer: panic serving request", keyPathLen, len(req.URL.Path), keyErr, fmt.Sprint(p))
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()
+		if strings.HasPrefix(req.URL.Path, "/l/") && !r.clickIPs.allow(r.clientKey(req), r.clock.Now()) {
+			r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeLimited).Inc()
+			h.Set("Retry-After", "10")
+			r.pages.render(w, http.StatusTooManyRequests, "limited", pageData{Title: "Too many requests"})
+			return
+		}
 		next.ServeHTTP(w, req)
 	})
 }

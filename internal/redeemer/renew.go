@@ -54,7 +54,7 @@ func (r *Redeemer) serveRenew(w http.ResponseWriter, req *http.Request) {
 // command.
 func (r *Redeemer) renew(ctx context.Context, req *http.Request) string {
 	now := r.clock.Now()
-	if !r.ips.allow(clientIP(req), now) {
+	if !r.ips.allow(r.clientKey(req), now) {
 		return renewIPLimited
 	}
 	c, err := r.lookup(ctx, req.PathValue("token"))

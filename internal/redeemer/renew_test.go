@@ -39,7 +39,7 @@ func metric(t testing.TB, name, sel string, servers ...*server) float64 {
 	t.Helper()
 	var sum float64
 	for _, s := range servers {
-		a := do(t, noRedirect(nil), "GET", s.URL+"/metrics")
+		a := do(t, noRedirect(nil), "GET", s.admin.URL+"/metrics")
 		sc := bufio.NewScanner(strings.NewReader(a.body))
 		for sc.Scan() {
 			line := sc.Text()

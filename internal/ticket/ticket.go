@@ -55,12 +55,17 @@ var (
 	ErrExpired = errors.New("ticket: expired")
 	// ErrNotYetValid: iat is in the future (beyond Leeway).
 	ErrNotYetValid = errors.New("ticket: issued in the future")
+	ErrIssuer      = errors.New("ticket: wrong iss")
+	ErrAudience    = errors.New("ticket: wrong aud")
 )
 
 // Claims are a ticket's claims. Times are Unix seconds.
 type Claims struct {
 	// Issuer is the redeemer's public URL.
 	Issuer string `json:"iss"`
+	// Audience is the origin of the portal the ticket is for
+	// (scheme://host[:port] of the practice's portal_url).
+	Audience string `json:"aud,omitempty"`
 	// Subject is the client id.
 	Subject  string `json:"sub"`
 	Practice string `json:"practice"`
@@ -82,7 +87,15 @@ type header struct {
 	Kid string `json:"kid"`
 }
 
-// Signer signs tickets with one Ed25519 key.
+// Want is what a portal expects of a ticket: the redeemer's public URL and
+// the portal's own origin.
+type Want struct {
+	Issuer   string
+	Audience string
+}
+
+// Signer signs tickets with one Ed25519 key and publishes that key and
+// any older ones (a rotation) in its JWKS.
 type Signer struct {
 	priv   ed25519.PrivateKey
 	pub    ed25519.PublicKey
@@ -95,10 +108,26 @@ type Signer struct {
 // NewSigner returns a signer for a 32-byte Ed25519 seed; issuer fills the
 // iss claim of tickets that set none.
 func NewSigner(seed []byte, issuer string) (*Signer, error) {
-	if len(seed) != ed25519.SeedSize {
-		return nil, ErrBadSeed
+	return NewRotatingSigner([][]byte{seed}, issuer)
+}
+
+// NewRotatingSigner returns a signer whose first seed signs and whose JWKS
+// holds the keys of every seed, in order, so that tickets signed with an
+// older key verify until it is dropped (LINKPIPE_TICKET_KEY lists several
+// seeds, comma-separated, newest first).
+func NewRotatingSigner(seeds [][]byte, issuer string) (*Signer, error) {
+	if len(seeds) == 0 {
+		return nil, fmt.Errorf("%w: no seed", ErrBadSeed)
 	}
-	priv := ed25519.NewKeyFromSeed(seed)
+	var set JWKS
+	for _, seed := range seeds {
+		if len(seed) != ed25519.SeedSize {
+			return nil, ErrBadSeed
+		}
+		pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		set.Keys = append(set.Keys, JWK{Kty: "OKP", Crv: "Ed25519", X: b64(pub), Kid: KeyID(pub), Alg: Alg, Use: "sig"})
+	}
+	priv := ed25519.NewKeyFromSeed(seeds[0])
 	pub := priv.Public().(ed25519.PublicKey)
 	s := &Signer{priv: priv, pub: pub, kid: KeyID(pub), issuer: issuer}
 	h, err := json.Marshal(header{Alg: Alg, Typ: "JWT", Kid: s.kid})
@@ -106,8 +135,7 @@ func NewSigner(seed []byte, issuer string) (*Signer, error) {
 		return nil, fmt.Errorf("ticket: header: %w", err)
 	}
 	s.hdr = b64(h)
-	s.jwks, err = json.Marshal(JWKS{Keys: []JWK{{Kty: "OKP", Crv: "Ed25519", X: b64(pub), Kid: s.kid, Alg: Alg, Use: "sig"}}})
-	if err != nil {
+	if s.jwks, err = json.Marshal(set); err != nil {
 		return nil, fmt.Errorf("ticket: jwks: %w", err)
 	}
 	return s, nil
@@ -120,17 +148,17 @@ func KeyID(pub ed25519.PublicKey) string {
 	return b64(sum[:12])
 }
 
-// Kid is the signer's key id.
+// Kid is the signing key's id.
 func (s *Signer) Kid() string { return s.kid }
 
 // Issuer is the iss claim the signer fills in.
 func (s *Signer) Issuer() string { return s.issuer }
 
-// PublicKey is the signer's public key.
+// PublicKey is the signing key's public key.
 func (s *Signer) PublicKey() ed25519.PublicKey { return s.pub }
 
-// JWKS returns the key set portals verify tickets with:
-// {"keys":[{"kty":"OKP","crv":"Ed25519","x":…,"kid":…,"alg":"EdDSA","use":"sig"}]}.
+// JWKS returns the key set portals verify tickets with, the signing key
+// first: {"keys":[{"kty":"OKP","crv":"Ed25519","x":…,"kid":…,"alg":"EdDSA","use":"sig"},…]}.
 // The caller must not modify it.
 func (s *Signer) JWKS() []byte { return s.jwks }
 
@@ -143,6 +171,9 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	}
 	if c.Subject == "" {
 		return "", fmt.Errorf("%w: sub is required", ErrBadClaims)
+	}
+	if c.Audience == "" {
+		return "", fmt.Errorf("%w: aud is required", ErrBadClaims)
 	}
 	if c.Issuer == "" {
 		c.Issuer = s.issuer
@@ -188,11 +219,12 @@ type JWKS struct {
 }
 
 // Verify checks a ticket against a JWKS at now: the header's alg (EdDSA
-// only) and kid (must name an Ed25519 key of the set), the signature, exp
-// (now must be before it), iat (not in the future beyond Leeway) and the
-// lifetime (at most MaxLifetime). It returns the claims; checking iss and
-// refusing a replayed jti is the portal's business.
-func Verify(jwks []byte, token string, now time.Time) (*Claims, error) {
+// only) and kid (must name an Ed25519 key of the set), the signature, iss
+// and aud (must be want's; both must be given), exp (now must be before
+// it), iat (not in the future beyond Leeway) and the lifetime (at most
+// MaxLifetime). It returns the claims; refusing a replayed jti (single
+// use) and checking purpose are the portal's business.
+func Verify(jwks []byte, token string, want Want, now time.Time) (*Claims, error) {
 	if len(token) > MaxTokenLen {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxTokenLen)
 	}
@@ -229,6 +261,12 @@ func Verify(jwks []byte, token string, now time.Time) (*Claims, error) {
 	var c Claims
 	if err := strictJSON(pb, &c); err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	if want.Issuer == "" || c.Issuer != want.Issuer {
+		return nil, fmt.Errorf("%w: %q, want %q", ErrIssuer, c.Issuer, want.Issuer)
+	}
+	if want.Audience == "" || c.Audience != want.Audience {
+		return nil, fmt.Errorf("%w: %q, want %q", ErrAudience, c.Audience, want.Audience)
 	}
 	if c.IssuedAt <= 0 || c.ExpiresAt <= c.IssuedAt || c.ExpiresAt-c.IssuedAt > int64(MaxLifetime/time.Second) {
 		return nil, fmt.Errorf("%w: iat %d, exp %d", ErrMalformed, c.IssuedAt, c.ExpiresAt)

@@ -28,8 +28,11 @@ func signer(t *testing.T, seed []byte) *ticket.Signer {
 	return s
 }
 
+// want is what a portal at https://portal.example expects of its tickets.
+var want = ticket.Want{Issuer: "https://links.example", Audience: "https://portal.example"}
+
 func claims() ticket.Claims {
-	return ticket.Claims{Subject: "c-7", Practice: "acme", Purpose: "signin", Link: "Labc", IssuedAt: now.Unix()}
+	return ticket.Claims{Audience: "https://portal.example", Subject: "c-7", Practice: "acme", Purpose: "signin", Link: "Labc", IssuedAt: now.Unix()}
 }
 
 func TestSignVerifyRoundTrip(t *testing.T) {
@@ -38,16 +41,16 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ticket.Verify(s.JWKS(), tok, now.Add(10*time.Second))
+	c, err := ticket.Verify(s.JWKS(), tok, want, now.Add(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Issuer != "https://links.example" || c.Subject != "c-7" || c.Practice != "acme" || c.Purpose != "signin" ||
+	if c.Issuer != "https://links.example" || c.Audience != "https://portal.example" || c.Subject != "c-7" || c.Practice != "acme" || c.Purpose != "signin" ||
 		c.Link != "Labc" || c.IssuedAt != now.Unix() || c.ExpiresAt != now.Unix()+120 || c.Idle != 900 || len(c.ID) < 16 {
 		t.Fatalf("claims %+v", c)
 	}
 	tok2, _ := s.Sign(claims())
-	c2, _ := ticket.Verify(s.JWKS(), tok2, now)
+	c2, _ := ticket.Verify(s.JWKS(), tok2, want, now)
 	if c2.ID == c.ID {
 		t.Fatal("jti repeats")
 	}
@@ -93,6 +96,29 @@ func TestVerifyRefuses(t *testing.T) {
 	forgedClaims.Subject = "someone-else"
 	fp, _ := json.Marshal(forgedClaims)
 	otherTok, _ := other.Sign(claims())
+	// Validly signed, but not for this portal or not by this issuer.
+	sign := func(c ticket.Claims) string {
+		h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT","kid":"` + s.Kid() + `"}`))
+		c.ExpiresAt, c.ID, c.Idle = c.IssuedAt+60, "j1", 900
+		if c.Issuer == "" {
+			c.Issuer = "https://links.example"
+		}
+		p, _ := json.Marshal(c)
+		in := h + "." + base64.RawURLEncoding.EncodeToString(p)
+		return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(ed25519.NewKeyFromSeed(seedA), []byte(in)))
+	}
+	audC := claims()
+	audC.Audience = "https://evil.example"
+	audTok := sign(audC)
+	noAudC := claims()
+	noAudC.Audience = ""
+	noAudTok := sign(noAudC)
+	issC := claims()
+	issC.Issuer = "https://other-links.example"
+	issTok := sign(issC)
+	if _, err := ticket.Verify(s.JWKS(), sign(claims()), want, now); err != nil {
+		t.Fatalf("hand-signed control token: %v", err)
+	}
 	noneHdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"` + s.Kid() + `"}`))
 	hsHdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT","kid":"` + s.Kid() + `"}`))
 	wrongKidHdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT","kid":"` + other.Kid() + `"}`))
@@ -121,20 +147,58 @@ func TestVerifyRefuses(t *testing.T) {
 		{"padding", tok + "=", now, nil, ticket.ErrMalformed, ""},
 		{"oversized", strings.Repeat("a", ticket.MaxTokenLen+1), now, nil, ticket.ErrMalformed, ""},
 		{"bad jwks", tok, now, []byte("{"), ticket.ErrBadJWKS, ""},
+		{"for another portal", audTok, now, nil, ticket.ErrAudience, ""},
+		{"without aud", noAudTok, now, nil, ticket.ErrAudience, ""},
+		{"from another issuer", issTok, now, nil, ticket.ErrIssuer, ""},
 	}
 	for _, tc := range cases {
 		jwks := tc.jwks
 		if jwks == nil {
 			jwks = s.JWKS()
 		}
-		c, err := ticket.Verify(jwks, tc.tok, tc.at)
+		c, err := ticket.Verify(jwks, tc.tok, want, tc.at)
 		if !errors.Is(err, tc.want) || c != nil {
 			t.Errorf("%s: got %v (%+v), want %v", tc.name, err, c, tc.want)
 		}
 	}
 	// The other signer's token verifies against its own key set.
-	if _, err := ticket.Verify(other.JWKS(), otherTok, now); err != nil {
+	if _, err := ticket.Verify(other.JWKS(), otherTok, want, now); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSeveralKeysFirstSigns: with several seeds the first signs, every key
+// is in the JWKS, so a ticket signed before a rotation still verifies.
+func TestSeveralKeysFirstSigns(t *testing.T) {
+	old := signer(t, seedA)
+	oldTok, err := old.Sign(claims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := ticket.NewRotatingSigner([][]byte{seedB, seedA}, "https://links.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.Kid() != signer(t, seedB).Kid() {
+		t.Fatal("the first seed does not sign")
+	}
+	var set ticket.JWKS
+	if err := json.Unmarshal(rotated.JWKS(), &set); err != nil || len(set.Keys) != 2 ||
+		set.Keys[0].Kid != signer(t, seedB).Kid() || set.Keys[1].Kid != old.Kid() {
+		t.Fatalf("jwks %s", rotated.JWKS())
+	}
+	newTok, _ := rotated.Sign(claims())
+	for _, tok := range []string{oldTok, newTok} {
+		if _, err := ticket.Verify(rotated.JWKS(), tok, want, now); err != nil {
+			t.Fatalf("rotated JWKS refuses a ticket: %v", err)
+		}
+	}
+	if _, err := ticket.NewRotatingSigner(nil, "x"); !errors.Is(err, ticket.ErrBadSeed) {
+		t.Fatalf("no seeds: %v", err)
+	}
+	// A portal that expects nothing is refused rather than fooled.
+	if _, err := ticket.Verify(rotated.JWKS(), newTok, ticket.Want{}, now); err == nil {
+		t.Fatal("Verify with no expected issuer and audience passed")
 	}
 }
 
@@ -160,7 +224,7 @@ func TestSignRefusesBadClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ticket.Verify(s.JWKS(), tok, now)
+	c, err := ticket.Verify(s.JWKS(), tok, want, now)
 	if err != nil || c.ExpiresAt != now.Unix()+30 || c.Idle != 60 {
 		t.Fatalf("%+v %v", c, err)
 	}

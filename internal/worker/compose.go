@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,24 +59,26 @@ func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
 
 // RedeemerSettings are the redeemer's own settings.
 type RedeemerSettings struct {
-	// Seed is the decoded LINKPIPE_TICKET_KEY: it signs tickets and keys
-	// the session cookie.
-	Seed      []byte
+	// Seeds are the decoded LINKPIPE_TICKET_KEY: the first signs tickets
+	// (and keys the session cookie), all are in the JWKS.
+	Seeds     [][]byte
 	PublicURL string
 	PortalURL string
+	// TrustedProxies (LINKPIPE_TRUSTED_PROXIES) may set X-Forwarded-For.
+	TrustedProxies []netip.Prefix
 }
 
 // NewRedeemer builds the redeemer and the signer of its tickets. Its
-// Handler serves the link routes, the JWKS, /healthz, /readyz and
-// /metrics; its Run runs the projector.
+// Handler serves the link routes, the JWKS, /healthz and /readyz; its
+// metrics are on the process's admin mux.
 func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer, error) {
-	signer, err := ticket.NewSigner(s.Seed, s.PublicURL)
+	signer, err := ticket.NewRotatingSigner(s.Seeds, s.PublicURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", config.TicketKey.Env, err)
 	}
 	rd, err := redeemer.New(redeemer.Config{JS: d.JS, NC: d.NC, Practices: d.Practices, Signer: signer,
-		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seed),
-		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seeds[0]),
+		TrustedProxies: s.TrustedProxies, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 	if err != nil {
 		return nil, nil, err
 	}

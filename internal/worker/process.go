@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -182,11 +183,38 @@ func (p *Process) Serve(addr config.Var, h http.Handler) (*admin.Server, error) 
 	return srv, nil
 }
 
+// ServeServer is Serve with a configured server (timeouts, limits): it
+// serves hs on the address of the setting addr until Close.
+func (p *Process) ServeServer(addr config.Var, hs *http.Server) (*admin.Server, error) {
+	ln, err := net.Listen("tcp", p.Values.Get(addr))
+	if err != nil {
+		return nil, BadConfig(fmt.Errorf("%s: %s: %w", p.Name, addr.Env, err))
+	}
+	srv := admin.ServeServer(ln, hs)
+	p.onClose(func() { srv.Close() })
+	return srv, nil
+}
+
+// Addr is one address a process serves on, for Ready.
+type Addr struct{ What, Addr string }
+
 // Ready announces that the process serves on addr: a log line, and
 // "<name> ready <what>=<addr>" on stdout, which tests and scripts wait for.
 func (p *Process) Ready(stdout io.Writer, what, addr string, attrs ...any) {
-	p.Log.Info(p.Name+" ready", append([]any{what, addr, KeyNATSURL, p.NC.ConnectedUrlRedacted()}, attrs...)...)
-	fmt.Fprintf(stdout, "%s ready %s=%s\n", p.Name, what, addr)
+	p.ReadyAt(stdout, []Addr{{what, addr}}, attrs...)
+}
+
+// ReadyAt is Ready for a process that serves on several addresses:
+// "<name> ready <what>=<addr> <what>=<addr>...".
+func (p *Process) ReadyAt(stdout io.Writer, addrs []Addr, attrs ...any) {
+	line := p.Name + " ready"
+	logAttrs := []any{KeyNATSURL, p.NC.ConnectedUrlRedacted()}
+	for _, a := range addrs {
+		line += " " + a.What + "=" + a.Addr
+		logAttrs = append(logAttrs, a.What, a.Addr)
+	}
+	p.Log.Info(p.Name+" ready", append(logAttrs, attrs...)...)
+	fmt.Fprintln(stdout, line)
 }
 
 // Run runs the worker until ctx ends and returns its error, prefixed with
