@@ -39,7 +39,7 @@ func runExplain(ctx context.Context, args []string, getenv func(string) string, 
 	if url == "" {
 		url = config.NATSURL.Default
 	}
-	nc, js, err := bus.Connect(url, worker.ClientName("explain"))
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: url, Name: worker.ClientName("explain")})
 	if err != nil {
 		return err
 	}

@@ -112,7 +112,7 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	if err := action.Validate(); err != nil {
 		return worker.BadConfig(fmt.Errorf("linkpipe publish %s: %w", kind, err))
 	}
-	nc, js, err := bus.Connect(url, worker.ClientName("cli"))
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: url, Name: worker.ClientName("cli")})
 	if err != nil {
 		return err
 	}
