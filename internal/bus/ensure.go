@@ -26,6 +26,9 @@ const (
 // Difference is one setting of an existing stream or consumer that is not
 // what linkpipe would configure.
 type Difference struct {
+	// Of names what differs: "stream DEADLETTER", "consumer MAIL/mailer",
+	// "bucket linkpipe_practices".
+	Of string
 	// Field is the JetStream configuration field (JSON name), e.g.
 	// num_replicas, max_age.
 	Field string
@@ -73,7 +76,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options, log *slog.Lo
 		}
 		if !created {
 			d := StreamDiff(cfg, s.CachedInfo().Config)
-			for _, x := range d {
+			for i, x := range d {
+				d[i].Of = "stream " + cfg.Name
 				log.Warn("stream configured differently from linkpipe's configuration; left as it is (linkpipe setup updates it)",
 					KeyStream, cfg.Name, KeyField, x.Field, KeyWant, x.Want, KeyHave, x.Have)
 			}
@@ -94,7 +98,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options, log *slog.Lo
 			return all, fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, cfg.Name, err)
 		default:
 			d := ConsumerDiff(cc, c.CachedInfo().Config)
-			for _, x := range d {
+			for i, x := range d {
+				d[i].Of = "consumer " + cfg.Name + "/" + cc.Durable
 				log.Warn("consumer configured differently from linkpipe's configuration; left as it is (linkpipe setup updates it)",
 					KeyStream, cfg.Name, KeyConsumer, cc.Durable, KeyField, x.Field, KeyWant, x.Want, KeyHave, x.Have)
 			}
@@ -117,10 +122,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options, log *slog.Lo
 			}
 			var d []Difference
 			if st.History() != int64(b.History) {
-				d = append(d, Difference{"history", strconv.Itoa(int(b.History)), strconv.FormatInt(st.History(), 10)})
+				d = append(d, Difference{"bucket " + b.Bucket, "history", strconv.Itoa(int(b.History)), strconv.FormatInt(st.History(), 10)})
 			}
 			if kvs, ok := st.(*jetstream.KeyValueBucketStatus); ok && kvs.StreamInfo().Config.Replicas != b.Replicas {
-				d = append(d, Difference{"num_replicas", strconv.Itoa(b.Replicas), strconv.Itoa(kvs.StreamInfo().Config.Replicas)})
+				d = append(d, Difference{"bucket " + b.Bucket, "num_replicas", strconv.Itoa(b.Replicas), strconv.Itoa(kvs.StreamInfo().Config.Replicas)})
 			}
 			for _, x := range d {
 				log.Warn("bucket configured differently from linkpipe's configuration; left as it is (linkpipe setup updates it)",

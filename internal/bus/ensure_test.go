@@ -96,8 +96,8 @@ func TestEnsureReportsDifferencesAndLeavesThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]bus.Difference{
-		"max_age":  {Field: "max_age", Want: (30 * 24 * time.Hour).String(), Have: time.Hour.String()},
-		"ack_wait": {Field: "ack_wait", Want: (15 * time.Second).String(), Have: (2 * time.Second).String()},
+		"max_age":  {Of: "stream DEADLETTER", Field: "max_age", Want: (30 * 24 * time.Hour).String(), Have: time.Hour.String()},
+		"ack_wait": {Of: "consumer MAIL/mailer", Field: "ack_wait", Want: (15 * time.Second).String(), Have: (2 * time.Second).String()},
 	}
 	if len(diffs) != len(want) {
 		t.Fatalf("diffs %v, want %v", diffs, want)
