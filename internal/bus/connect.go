@@ -3,6 +3,7 @@ package bus
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -35,7 +36,14 @@ type ConnectOptions struct {
 	// can let each role read its own replies only (see
 	// docs/security-nats.md). Empty means _INBOX.
 	InboxPrefix string
+	// Log receives the connection's asynchronous errors (a permissions
+	// violation, a slow consumer) at error level; nil leaves nats.go's
+	// default (a line on stderr).
+	Log *slog.Logger
 }
+
+// Log keys of the connection's asynchronous errors.
+const keySubject = "subject"
 
 // natsOptions turns o into nats.go options (reconnects forever).
 func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
@@ -68,6 +76,16 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	if log := o.Log; log != nil {
+		urls := o.URL
+		opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("NATS connection error", keySubject, subj, keyErr, RedactIn(err.Error(), urls))
+		}))
 	}
 	return opts, nil
 }

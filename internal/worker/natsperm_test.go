@@ -102,6 +102,24 @@ func newPKI(t *testing.T, dir string) pki {
 	}
 }
 
+// lockedBuffer is a buffer a logger writes to while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // violations collects the server's permission violations.
 type violations struct {
 	mu    sync.Mutex
@@ -236,8 +254,11 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := []byte("fedcba9876543210fedcba9876543210")
+	logs := map[string]*lockedBuffer{}
 	start := func(name string) *worker.Process {
-		p, err := worker.Start(ctx, worker.Settings{Name: name, Values: roles[name], StartupTimeout: 20 * time.Second})
+		logs[name] = &lockedBuffer{}
+		p, err := worker.Start(ctx, worker.Settings{Name: name, Values: roles[name], StartupTimeout: 20 * time.Second,
+			LogOutput: logs[name]})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -355,7 +376,7 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 
 	// (c) What each role must not do: the publish is refused (no ack, a
 	// violation on the server) and nothing lands on the stream.
-	_, redeemerJS := connectAs(t, roles["redeemer"], "redeemer")
+	redeemerJS := rp.JS // the worker's own connection
 	_, mailerJS := connectAs(t, roles["mailer"], "mailer")
 	forged, _ := json.Marshal(&events.SigninRequested{Envelope: events.Envelope{EventID: "forged-1", PracticeID: "acme"},
 		Client: events.Client{ID: "client-1", Email: "mallory@example.com"}})
@@ -388,6 +409,10 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		} else if err != nil && !errors.Is(err, bus.ErrNotFound) {
 			t.Fatal(err)
 		}
+	}
+	// The worker logs what the server refused it, without a secret.
+	if l := logs["redeemer"].String(); !strings.Contains(l, `"msg":"NATS connection error"`) || !strings.Contains(l, "mail.cmd.x") {
+		t.Errorf("the redeemer did not log its refused publish:\n%s", l)
 	}
 	// The scope the publisher and the mailer tried to overwrite still
 	// holds the redeemer's "used" state.

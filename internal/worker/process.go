@@ -179,6 +179,7 @@ func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 	if err != nil {
 		return nil, BadConfig(fmt.Errorf("%s: %w", s.Name, err))
 	}
+	co.Log = p.Log
 	p.NC, p.JS, err = bus.Connect(co)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
