@@ -67,7 +67,7 @@ func startNATS() (url string, stop func()) {
 		srv.WaitForShutdown()
 		os.RemoveAll(dir)
 	}
-	nc, js, err := bus.Connect(srv.ClientURL(), "events-example-setup")
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: srv.ClientURL(), Name: "events-example-setup"})
 	if err != nil {
 		stop()
 		log.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/history"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -17,12 +16,12 @@ import (
 func runExplain(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("linkpipe explain", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	natsURL := fs.String("nats-url", "", "NATS server URL (NATS_URL, default nats://127.0.0.1:4222)")
+	nf := addNATSFlags(fs)
 	practice := fs.String("practice", "", "practice id (with --client)")
 	client := fs.String("client", "", "client id: every link of this client")
 	linkID := fs.String("link", "", "link id: one link and its scope")
 	fs.Usage = func() {
-		fmt.Fprintln(stdout, "usage: linkpipe explain --practice P --client C | --link L [--nats-url URL]")
+		fmt.Fprintln(stdout, "usage: linkpipe explain --practice P --client C | --link L [--nats-url URL] [--nats-creds F | --nats-nkey F] [--nats-tls-ca F ...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -32,14 +31,11 @@ func runExplain(ctx context.Context, args []string, getenv func(string) string, 
 		fs.Usage()
 		return worker.BadConfig(errors.New("linkpipe explain: give --practice and --client, or --link"))
 	}
-	url := *natsURL
-	if url == "" {
-		url = getenv(config.NATSURL.Env)
+	co, err := nf.options("linkpipe explain", "explain", getenv)
+	if err != nil {
+		return err
 	}
-	if url == "" {
-		url = config.NATSURL.Default
-	}
-	nc, js, err := bus.Connect(url, worker.ClientName("explain"))
+	nc, js, err := bus.Connect(co)
 	if err != nil {
 		return err
 	}

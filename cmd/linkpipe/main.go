@@ -1,6 +1,7 @@
 // Command linkpipe is the all-in-one dev mode and the operator CLI:
 //
 //	linkpipe dev                      whole pipeline in one process (embedded NATS, mail sink)
+//	linkpipe setup                    create or update the streams (admin credentials)
 //	linkpipe publish signin ...       publish an action to any NATS server
 //	linkpipe explain ...              why a client's link did or did not work
 //	linkpipe load ...                 measure throughput and click latency
@@ -30,6 +31,8 @@ const usage = `usage: linkpipe <command> [flags]
 commands:
   dev       run the whole pipeline in one process: embedded NATS (JetStream on),
             issuer, mailer with a local inbox, redeemer; open http://127.0.0.1:8080/dev
+  setup     create or update every stream, consumer and bucket (needs JetStream admin
+            rights; workers only create what is missing): linkpipe setup --replicas 3
   publish   publish an action: linkpipe publish signin --practice p --client c --email e
   explain   print the history of a client's or a link's links, for support
   load      measure issuer throughput, redemptions/s and click latency on an embedded stack
@@ -45,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], getenv, stdout)
+	case "setup":
+		return runSetup(ctx, args[1:], getenv, stdout)
 	case "publish":
 		return runPublish(ctx, args[1:], getenv, stdout)
 	case "explain":

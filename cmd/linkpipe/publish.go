@@ -13,7 +13,6 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
-	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
@@ -22,7 +21,8 @@ const publishUsage = `usage:
   linkpipe publish document --practice P --client C --email E --document D --title T --share S [--event-id ID]
   linkpipe publish practice --practice P --name N --reply-to E --portal-url URL [--signin-ttl 24h] [--document-ttl 72h] [--telehealth-grace 30m]
   linkpipe publish raw      --subject actions.x.y --file event.json   (or --file - for standard input)
-flags common to all: --nats-url (NATS_URL, default nats://127.0.0.1:4222)
+flags common to all: --nats-url (NATS_URL, default nats://127.0.0.1:4222), --nats-creds (NATS_CREDS),
+  --nats-nkey (NATS_NKEY), --nats-tls-ca (NATS_TLS_CA), --nats-tls-cert (NATS_TLS_CERT), --nats-tls-key (NATS_TLS_KEY)
 `
 
 func newEventID() string {
@@ -39,7 +39,7 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	kind := args[0]
 	fs := flag.NewFlagSet("linkpipe publish "+kind, flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	natsURL := fs.String("nats-url", "", "NATS server URL (NATS_URL)")
+	nf := addNATSFlags(fs)
 	practice := fs.String("practice", "", "practice id")
 	clientID := fs.String("client", "", "client id")
 	email := fs.String("email", "", "client email")
@@ -60,12 +60,9 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	if err := fs.Parse(args[1:]); err != nil {
 		return worker.BadConfig(err)
 	}
-	url := *natsURL
-	if url == "" {
-		url = getenv(config.NATSURL.Env)
-	}
-	if url == "" {
-		url = config.NATSURL.Default
+	co, err := nf.options("linkpipe publish", "cli", getenv)
+	if err != nil {
+		return err
 	}
 	if *eventID == "" {
 		*eventID = newEventID()
@@ -92,7 +89,6 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		action = pu
 	case "raw":
-		var err error
 		if *file == "-" {
 			raw, err = io.ReadAll(io.LimitReader(os.Stdin, 2<<20))
 		} else {
@@ -112,7 +108,7 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 	if err := action.Validate(); err != nil {
 		return worker.BadConfig(fmt.Errorf("linkpipe publish %s: %w", kind, err))
 	}
-	nc, js, err := bus.Connect(url, worker.ClientName("cli"))
+	nc, js, err := bus.Connect(co)
 	if err != nil {
 		return err
 	}

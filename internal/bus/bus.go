@@ -1,6 +1,8 @@
 // Package bus owns linkpipe's use of NATS JetStream: the streams, consumers
-// and key-value bucket every worker relies on (created idempotently by
-// whichever worker starts first), publishing once (Nats-Msg-Id) for
+// and key-value buckets every worker relies on (created or updated by
+// `linkpipe setup`; a worker creates what is missing and reports what
+// differs, Ensure), connecting with NATS's authentication and TLS options
+// (ConnectOptions) and never showing a password (Redact), publishing once (Nats-Msg-Id) for
 // lifecycle events and mail commands, last-message reads (from any
 // replica, or from the stream's leader), dead letters, the consume loop
 // every worker runs on (Loop, consume.go), the one metrics registration
@@ -198,8 +200,10 @@ func ConsumerConfigs() map[string]jetstream.ConsumerConfig {
 	}
 }
 
-// Setup creates or updates every stream, consumer and bucket. It is safe to
-// call from every worker at start, concurrently.
+// Setup creates or updates every stream, consumer and bucket: what
+// `linkpipe setup` runs with admin rights. It is safe to call
+// concurrently. Workers do not call it; they run Ensure, which never
+// changes an existing stream.
 func Setup(ctx context.Context, js jetstream.JetStream, o Options) error {
 	o = o.withDefaults()
 	cons := ConsumerConfigs()
@@ -215,40 +219,12 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) error {
 			}
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: BucketPractices, History: 5, Replicas: o.Replicas,
-		Description: "practice settings, newest wins (actions.practice.updated)",
-	}); err != nil {
-		return fmt.Errorf("bus: bucket %s: %w", BucketPractices, err)
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: BucketEventClaims, History: 1, Replicas: o.Replicas,
-		Description: "event id -> the action (subject and client or appointment) that first used it",
-	}); err != nil {
-		return fmt.Errorf("bus: bucket %s: %w", BucketEventClaims, err)
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: BucketRecipients, History: 1, Replicas: o.Replicas,
-		Description: "link id -> the address on record its emails go to",
-	}); err != nil {
-		return fmt.Errorf("bus: bucket %s: %w", BucketRecipients, err)
+	for _, b := range BucketConfigs(o) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
+			return fmt.Errorf("bus: bucket %s: %w", b.Bucket, err)
+		}
 	}
 	return nil
-}
-
-// Connect dials NATS with reconnects forever and the given client name.
-func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		return nil, nil, fmt.Errorf("bus: connect %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("bus: jetstream: %w", err)
-	}
-	return nc, js, nil
 }
 
 // isPerSubjectFull reports the DiscardNewPerSubject refusal
@@ -281,21 +257,8 @@ func PublishOnce(ctx context.Context, js jetstream.JetStream, subj, msgID string
 }
 
 // SetupWhenReady runs Setup, retrying every second while NATS is not
-// reachable yet (workers may start before the server), until ctx ends.
-// Each failed attempt is logged at warn level.
+// reachable yet, until ctx ends. Each failed attempt is logged at warn
+// level.
 func SetupWhenReady(ctx context.Context, js jetstream.JetStream, o Options, log *slog.Logger) error {
-	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := Setup(actx, js, o)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn("waiting for NATS", keyErr, err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Second):
-		}
-	}
+	return whenReady(ctx, log, func(ctx context.Context) error { return Setup(ctx, js, o) })
 }

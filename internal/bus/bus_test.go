@@ -59,7 +59,7 @@ func TestSetupWhenReadyWaitsForTheServer(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	nc, js, err := bus.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), t.Name())
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), Name: t.Name()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/link"
 )
 
@@ -41,7 +43,19 @@ func (v Var) Flag() string {
 // The settings of DESIGN.md's configuration table.
 var (
 	NATSURL = Var{Env: "NATS_URL", Default: "nats://127.0.0.1:4222",
-		Usage: "NATS server URL(s), comma-separated", Check: checkNATSURL}
+		Usage: "NATS server URL(s), comma-separated; nats://user:password@host or nats://token@host authenticates (never logged)",
+		Check: checkNATSURL}
+	// The NATS connection's credentials and TLS (docs/security-nats.md).
+	NATSCreds = Var{Env: "NATS_CREDS",
+		Usage: "NATS .creds file (user JWT and nkey seed) to authenticate with", Check: checkReadableFile}
+	NATSNKey = Var{Env: "NATS_NKEY",
+		Usage: "file holding the NATS nkey user seed (SU...) to authenticate with", Check: checkReadableFile}
+	NATSTLSCA = Var{Env: "NATS_TLS_CA",
+		Usage: "PEM file of the CA(s) that sign the NATS server's certificate", Check: checkReadableFile}
+	NATSTLSCert = Var{Env: "NATS_TLS_CERT",
+		Usage: "PEM client certificate for NATS servers that verify clients (with NATS_TLS_KEY)", Check: checkReadableFile}
+	NATSTLSKey = Var{Env: "NATS_TLS_KEY",
+		Usage: "PEM private key of NATS_TLS_CERT", Check: checkReadableFile}
 	DataDir = Var{Env: "LINKPIPE_DATA_DIR", Default: "./data",
 		Usage: "directory of this process's own bbolt file"}
 	LinkKey = Var{Env: "LINKPIPE_LINK_KEY", Required: true,
@@ -143,8 +157,25 @@ func checkNATSURL(s string) error {
 	for _, part := range strings.Split(s, ",") {
 		u, err := url.Parse(strings.TrimSpace(part))
 		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
-			return fmt.Errorf("%q is not a nats:// URL", part)
+			return fmt.Errorf("%q is not a nats:// URL", bus.Redact(part))
 		}
+	}
+	return nil
+}
+
+// checkReadableFile checks that s names a file this process can read.
+func checkReadableFile(s string) error {
+	f, err := os.Open(s)
+	if err != nil {
+		return fmt.Errorf("cannot read %q: %w", s, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot read %q: %w", s, err)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%q is a directory, not a file", s)
 	}
 	return nil
 }
@@ -234,16 +265,24 @@ var Replicas = Var{Env: "LINKPIPE_REPLICAS", Default: "1",
 		return nil
 	}}
 
+// NATSVars are the settings of the NATS connection every worker and the
+// CLI read: the URL, credentials and TLS.
+func NATSVars() []Var {
+	return []Var{NATSURL, NATSCreds, NATSNKey, NATSTLSCA, NATSTLSCert, NATSTLSKey}
+}
+
 // IssuerVars are the issuer's settings.
-func IssuerVars() []Var { return []Var{NATSURL, DataDir, LinkKey, AdminAddr, Replicas} }
+func IssuerVars() []Var {
+	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas)
+}
 
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
-	return []Var{NATSURL, DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, Replicas,
-		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey}
+	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, Replicas,
+		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 
 // RedeemerVars are the redeemer's settings.
 func RedeemerVars() []Var {
-	return []Var{NATSURL, DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas}
+	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 
@@ -87,6 +88,41 @@ func TestTicketKeysAndTrustedProxies(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("the redeemer does not read %s", v.Env)
+		}
+	}
+}
+
+// The NATS credentials and TLS settings name files; one that cannot be
+// read stops the process at start naming the setting, and a bad NATS_URL
+// is named without its password.
+func TestNATSSettings(t *testing.T) {
+	dir := t.TempDir()
+	good := dir + "/file.pem"
+	if err := os.WriteFile(good, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range config.NATSVars()[1:] {
+		if _, err := config.Parse("x", nil, env(map[string]string{v.Env: good}), &bytes.Buffer{}, config.NATSVars()...); err != nil {
+			t.Errorf("%s readable: %v", v.Env, err)
+		}
+		for _, bad := range []string{dir + "/missing", dir} {
+			_, err := config.Parse("x", nil, env(map[string]string{v.Env: bad}), &bytes.Buffer{}, config.NATSVars()...)
+			if err == nil || !strings.Contains(err.Error(), v.Env) {
+				t.Errorf("%s=%s: got %v", v.Env, bad, err)
+			}
+		}
+	}
+	_, err := config.Parse("x", nil, env(map[string]string{"NATS_URL": "http://alice:s3cret@nats:4222"}), &bytes.Buffer{}, config.NATSVars()...)
+	if err == nil || !strings.Contains(err.Error(), "NATS_URL") || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad NATS_URL: %v", err)
+	}
+	var out bytes.Buffer
+	if _, err := config.Parse("x", []string{"-h"}, env(nil), &out, config.IssuerVars()...); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	for _, v := range config.NATSVars() {
+		if !strings.Contains(out.String(), v.Env) || !strings.Contains(out.String(), "-"+v.Flag()) {
+			t.Errorf("-h does not list %s", v.Env)
 		}
 	}
 }

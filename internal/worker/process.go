@@ -2,11 +2,14 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -53,12 +56,57 @@ func NewLogger(w io.Writer, name string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil)).With(KeyWorker, name)
 }
 
+// InboxPrefix is the prefix of the reply subjects of worker name's NATS
+// connection: _INBOX_<name>. The least-privilege server configuration
+// (docs/nats/least-privilege.conf) lets each role subscribe to its own
+// prefix only, so no role reads another's replies.
+func InboxPrefix(name string) string { return "_INBOX_" + name }
+
+// ConnectOptions are the NATS connection options of process name from
+// the settings of config.NATSVars (the client name is ClientName(name),
+// replies come to InboxPrefix(name)). An nkey seed file that does not
+// hold a seed, a TLS certificate without its key, or both a .creds file
+// and an nkey are errors naming the settings.
+func ConnectOptions(vals config.Values, name string) (bus.ConnectOptions, error) {
+	o := bus.ConnectOptions{
+		URL: vals.Get(config.NATSURL), Name: ClientName(name), InboxPrefix: InboxPrefix(name),
+		Creds: vals.Get(config.NATSCreds), NKeySeedFile: vals.Get(config.NATSNKey),
+		TLSCA: vals.Get(config.NATSTLSCA), TLSCert: vals.Get(config.NATSTLSCert), TLSKey: vals.Get(config.NATSTLSKey),
+	}
+	switch {
+	case o.Creds != "" && o.NKeySeedFile != "":
+		return o, fmt.Errorf("%s and %s are exclusive: give one", config.NATSCreds.Env, config.NATSNKey.Env)
+	case (o.TLSCert == "") != (o.TLSKey == ""):
+		return o, fmt.Errorf("%s and %s go together: give both or neither", config.NATSTLSCert.Env, config.NATSTLSKey.Env)
+	}
+	if o.NKeySeedFile != "" {
+		if _, err := nats.NkeyOptionFromSeed(o.NKeySeedFile); err != nil {
+			return o, fmt.Errorf("%s: %w", config.NATSNKey.Env, err)
+		}
+	}
+	if o.TLSCA != "" {
+		pem, err := os.ReadFile(o.TLSCA)
+		if err != nil {
+			return o, fmt.Errorf("%s: %w", config.NATSTLSCA.Env, err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return o, fmt.Errorf("%s: %s holds no PEM certificate", config.NATSTLSCA.Env, o.TLSCA)
+		}
+	}
+	if o.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey); err != nil {
+			return o, fmt.Errorf("%s, %s: %w", config.NATSTLSCert.Env, config.NATSTLSKey.Env, err)
+		}
+	}
+	return o, nil
+}
+
 // Settings say which process to start.
 type Settings struct {
 	// Name is the worker's name ("issuer"): its log tag, the NATS client
 	// name linkpipe-<Name>, and the error prefix.
 	Name string
-	// Values are the parsed settings; Start reads NATS_URL,
+	// Values are the parsed settings; Start reads config.NATSVars,
 	// LINKPIPE_REPLICAS and LINKPIPE_DATA_DIR from them.
 	Values config.Values
 	// Log is the untagged logger the process's loggers derive from; nil
@@ -94,8 +142,10 @@ type Process struct {
 	closers []func()
 }
 
-// Start connects to NATS as linkpipe-<name>, sets up the streams (waiting
-// for the server up to the start-up deadline), and loads the practice
+// Start connects to NATS as linkpipe-<name> with the settings of
+// config.NATSVars, creates the streams, consumers and buckets that are
+// missing and logs how existing ones differ (bus.Ensure; waiting for the
+// server up to the start-up deadline), and loads the practice
 // directory, which stays current until ctx ends or Close.
 func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 	base := s.Log
@@ -126,14 +176,21 @@ func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 		}
 	}()
 
-	p.NC, p.JS, err = bus.Connect(s.Values.Get(config.NATSURL), ClientName(s.Name))
+	co, err := ConnectOptions(s.Values, s.Name)
+	if err != nil {
+		return nil, BadConfig(fmt.Errorf("%s: %w", s.Name, err))
+	}
+	co.Log = p.Log
+	p.NC, p.JS, err = bus.Connect(co)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}
 	p.onClose(p.flushAndClose)
 	setupCtx, cancel := context.WithTimeout(ctx, s.StartupTimeout)
 	defer cancel()
-	if err := bus.SetupWhenReady(setupCtx, p.JS, bus.Options{Replicas: replicas}, p.Log); err != nil {
+	// Create what is missing; an existing stream is left as it is, its
+	// differences logged (linkpipe setup updates streams).
+	if err := bus.EnsureWhenReady(setupCtx, p.JS, bus.Options{Replicas: replicas}, p.Log); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}
 	// The directory's watch lives as long as ctx, not the deadline.

@@ -50,7 +50,7 @@ func StartIn(t testing.TB, dir string, port int) *Server {
 // Connect opens a client connection closed with the test.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, js, err := bus.Connect(s.URL, t.Name())
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: s.URL, Name: t.Name()})
 	if err != nil {
 		t.Fatal(err)
 	}

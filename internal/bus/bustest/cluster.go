@@ -131,7 +131,7 @@ func startCluster(t testing.TB, n int) (_ *Cluster, err error) {
 	if err := c.waitJetStream(ctx); err != nil {
 		return nil, err
 	}
-	nc, js, err := bus.Connect(c.URL, t.Name()+"/setup")
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: c.URL, Name: t.Name() + "/setup"})
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (c *Cluster) ConnectTo(t testing.TB, i int) (*nats.Conn, jetstream.JetStrea
 
 func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, js, err := bus.Connect(url, t.Name())
+	nc, js, err := bus.Connect(bus.ConnectOptions{URL: url, Name: t.Name()})
 	if err != nil {
 		t.Fatal(err)
 	}
