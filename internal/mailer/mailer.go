@@ -108,6 +108,9 @@ const (
 	keyAttempt   = "attempt"
 	keyMessageID = "message_id"
 	keyErr       = "err"
+	keyStatus    = "status"
+	keyDerived   = "derived_link_id"
+	keyReason    = "reason"
 )
 
 // Outcomes recorded in mail.done.<mail_id>.
@@ -331,7 +334,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	var done Done
 	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
 		m.metrics.duplicates.Inc()
-		log.Info("mail already done; not sending again", "status", done.Status)
+		log.Info("mail already done; not sending again", keyStatus, done.Status)
 		if err := m.ensureEvent(ctx, &done); err != nil {
 			return outcome{retry: true, err: err}
 		}
@@ -371,7 +374,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 			return outcome{retry: true, err: err}
 		}
 		if id, err := link.ID(token); err != nil || id != cmd.LinkID {
-			log.Error("derived token does not match the link id: LINKPIPE_LINK_KEY differs from the issuer's", "derived", id)
+			log.Error("derived token does not match the link id: LINKPIPE_LINK_KEY differs from the issuer's", keyDerived, id)
 			return outcome{retry: true, err: fmt.Errorf("mailer: token of %s does not match its link id", cmd.MailID)}
 		}
 		url = m.cfg.PublicURL + "/l/" + token
@@ -433,7 +436,7 @@ func (m *Mailer) giveUp(ctx context.Context, cmd *mail.Command, reason string, l
 	if err := m.record(ctx, &done); err != nil {
 		return outcome{retry: true, err: err}
 	}
-	log.Warn("mail failed permanently", "reason", done.Reason)
+	log.Warn("mail failed permanently", keyReason, done.Reason)
 	return outcome{}
 }
 
