@@ -13,18 +13,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
-	stop()
-	os.Exit(worker.Exit(os.Stderr, err))
-}
+func main() { os.Exit(worker.Main(run)) }
 
 const usage = `usage: linkpipe <command> [flags]
 

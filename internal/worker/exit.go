@@ -11,10 +11,14 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/linkpipe/linkpipe/internal/config"
 )
@@ -68,6 +72,19 @@ func Exit(stderr io.Writer, err error) int {
 		fmt.Fprintln(stderr, err)
 	}
 	return code
+}
+
+// RunFunc is a program's run: its wiring, run until ctx ends.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
+
+// Main runs run with the process's arguments, environment and stdout until
+// SIGINT or SIGTERM, and returns the exit status (see Exit); every main is
+// os.Exit(worker.Main(run)).
+func Main(run RunFunc) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	stop()
+	return Exit(os.Stderr, err)
 }
 
 // Parse is config.Parse with its errors marked: flag.ErrHelp (after -h has
