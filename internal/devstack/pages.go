@@ -16,6 +16,9 @@ import (
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
+// Log keys.
+const keyEventID = "event_id"
+
 // devPages serves /dev (publish a sample sign-in request) and /portal (a
 // demo portal that verifies the ticket a redemption brings).
 type devPages struct {
@@ -89,7 +92,7 @@ func (d *devPages) publishSignin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/dev?error="+template.URLQueryEscaper(err.Error()), http.StatusSeeOther)
 		return
 	}
-	d.log.Info("dev sign-in request published", "event_id", a.EventID)
+	d.log.Info("dev sign-in request published", keyEventID, a.EventID)
 	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
 }
 

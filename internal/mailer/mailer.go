@@ -27,7 +27,10 @@
 // transient failure also publishes links.<id>.failed with permanent=false so
 // practice systems can see a delay. An email whose link expired before it
 // could be sent fails permanently (the link would not work). A command that
-// cannot be decoded is copied to deadletter.mail and terminated. The
+// cannot be decoded is copied to deadletter.mail and terminated. A
+// provider's error text is scrubbed of addresses and tokens (mail.Scrub)
+// before it becomes a reason, a log line or an error: lifecycle events and
+// logs name clients by id only. The
 // consume loop (concurrency, keep-alive, retries, dead letters, shutdown) is
 // bus.Loop's.
 package mailer
@@ -108,6 +111,9 @@ const (
 	keyAttempt   = "attempt"
 	keyMessageID = "message_id"
 	keyErr       = "err"
+	keyStatus    = "status"
+	keyReason    = "reason"
+	keyDerived   = "derived"
 )
 
 // Outcomes recorded in mail.done.<mail_id>.
@@ -331,7 +337,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	var done Done
 	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
 		m.metrics.duplicates.Inc()
-		log.Info("mail already done; not sending again", "status", done.Status)
+		log.Info("mail already done; not sending again", keyStatus, done.Status)
 		if err := m.ensureEvent(ctx, &done); err != nil {
 			return outcome{retry: true, err: err}
 		}
@@ -371,7 +377,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 			return outcome{retry: true, err: err}
 		}
 		if id, err := link.ID(token); err != nil || id != cmd.LinkID {
-			log.Error("derived token does not match the link id: LINKPIPE_LINK_KEY differs from the issuer's", "derived", id)
+			log.Error("derived token does not match the link id: LINKPIPE_LINK_KEY differs from the issuer's", keyDerived, id)
 			return outcome{retry: true, err: fmt.Errorf("mailer: token of %s does not match its link id", cmd.MailID)}
 		}
 		url = m.cfg.PublicURL + "/l/" + token
@@ -394,6 +400,9 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	start := time.Now()
 	messageID, err := m.cfg.Sender.Send(sendCtx, email)
 	cancel()
+	// A provider's error may quote the recipient (or the link): scrubbed
+	// before it becomes a reason, a log line or the error bus.Loop logs.
+	err = mail.ScrubError(err)
 	m.metrics.sendTime.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if mail.IsPermanent(err) {
@@ -424,16 +433,17 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	return outcome{}
 }
 
-// giveUp records a permanent failure.
+// giveUp records a permanent failure. The reason is scrubbed of addresses
+// and tokens (mail.Scrub) whoever wrote it.
 func (m *Mailer) giveUp(ctx context.Context, cmd *mail.Command, reason string, log *slog.Logger) outcome {
 	m.metrics.failed.WithLabelValues("true").Inc()
 	done := Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
 		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusFailed,
-		Reason: truncate(reason, events.MaxReasonLen), At: m.cfg.Clock.Now()}
+		Reason: truncate(mail.Scrub(reason), events.MaxReasonLen), At: m.cfg.Clock.Now()}
 	if err := m.record(ctx, &done); err != nil {
 		return outcome{retry: true, err: err}
 	}
-	log.Warn("mail failed permanently", "reason", done.Reason)
+	log.Warn("mail failed permanently", keyReason, done.Reason)
 	return outcome{}
 }
 
