@@ -31,7 +31,10 @@ type devPages struct {
 
 func (d *devPages) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /dev", d.devPage)
-	mux.HandleFunc("POST /dev/signin", d.publishSignin)
+	// Forms publish: refused to cross-origin browsers (CSRF), as the
+	// redeemer refuses its POSTs.
+	cop := http.NewCrossOriginProtection()
+	mux.Handle("POST /dev/signin", cop.Handler(http.HandlerFunc(d.publishSignin)))
 	mux.HandleFunc("GET /portal/", d.portal)
 	mux.HandleFunc("GET /portal", d.portal)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
