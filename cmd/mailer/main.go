@@ -1,20 +1,24 @@
 // Command mailer runs linkpipe's mailer worker: it consumes mail commands
 // from the MAIL stream and sends each email once through Amazon SES v2
-// (LINKPIPE_MAIL_DRIVER=ses) or into a local inbox (sink), served on the
-// admin address at /inbox. Run any number of replicas against one NATS
-// cluster. `mailer -h` lists every setting.
+// (LINKPIPE_MAIL_DRIVER=ses) or into a local inbox (sink), served at /inbox
+// on its own address, LINKPIPE_INBOX_ADDR (default 127.0.0.1:8025), to
+// requests whose Host is a loopback name or the configured host only. Run
+// any number of replicas against one NATS cluster. `mailer -h` lists every
+// setting.
 package main
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/link"
@@ -28,8 +32,11 @@ const prog = "mailer"
 // sinkFrom is the From address of the sink driver when none is set.
 const sinkFrom = "linkpipe@localhost.localdomain"
 
-// Log keys.
-const keyDriver = "driver"
+// Log keys; keyInbox also labels the inbox address in the ready line.
+const (
+	keyDriver = "driver"
+	keyInbox  = "inbox"
+)
 
 func main() { os.Exit(worker.Main(run)) }
 
@@ -64,7 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer p.Close()
-	mux := p.AdminMux()
+	addrs := []worker.Addr{}
+	var inbox *http.ServeMux
 	if driver == "sink" {
 		db, err := p.OpenStore(prog, mailer.SinkBucket)
 		if err != nil {
@@ -75,7 +83,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return fmt.Errorf("%s: %w", prog, err)
 		}
 		sender = sink
-		worker.MountInbox(mux, sink)
+		inbox = http.NewServeMux()
+		worker.MountInbox(inbox, sink)
 	}
 	m, err := worker.NewMailer(p.Deps(prog), worker.MailerSettings{
 		Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL),
@@ -83,11 +92,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
-	srv, err := p.Serve(config.AdminAddr, mux)
+	srv, err := p.Serve(config.AdminAddr, p.AdminMux())
 	if err != nil {
 		return err
 	}
-	p.Ready(stdout, worker.KeyAdmin, srv.Addr(), keyDriver, driver)
+	addrs = append(addrs, worker.Addr{What: worker.KeyAdmin, Addr: srv.Addr()})
+	if inbox != nil {
+		// The inbox shows live links: on its own listener (loopback by
+		// default, never the admin address that metrics scrapers reach),
+		// and only for a Host that DNS rebinding cannot forge.
+		in, err := p.Serve(config.InboxAddr, admin.LocalHostsOnly(inbox,
+			admin.HostOf(vals.Get(config.InboxAddr)), admin.HostOf(vals.Get(config.PublicURL))))
+		if err != nil {
+			return err
+		}
+		addrs = append(addrs, worker.Addr{What: keyInbox, Addr: in.Addr()})
+	}
+	p.ReadyAt(stdout, addrs, keyDriver, driver)
 	return p.Run(ctx, m.Run)
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
@@ -185,13 +186,19 @@ func TestSinkDriverServesItsInbox(t *testing.T) {
 	srv := bustest.Start(t)
 	_, js := srv.Connect(t)
 	env := map[string]string{"NATS_URL": srv.URL, "LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "sink",
-		"LINKPIPE_DATA_DIR": t.TempDir(), "LINKPIPE_ADMIN_ADDR": "127.0.0.1:0", "LINKPIPE_PUBLIC_URL": "https://links.example"}
+		"LINKPIPE_DATA_DIR": t.TempDir(), "LINKPIPE_ADMIN_ADDR": "127.0.0.1:0", "LINKPIPE_PUBLIC_URL": "https://links.example",
+		"LINKPIPE_INBOX_ADDR": "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, envOf(env), pw); pw.Close() }()
-	addr := readyAddr(t, pr)
-	base := "http://" + addr
+	// "mailer ready admin=<addr> inbox=<addr>": the inbox has its own
+	// listener (LINKPIPE_INBOX_ADDR, loopback by default).
+	adminAddr, inboxAddr, ok := strings.Cut(readyAddr(t, pr), " inbox=")
+	if !ok {
+		t.Fatal("the ready line names no inbox address")
+	}
+	base, adminBase := "http://"+inboxAddr, "http://"+adminAddr
 
 	cmd := command(t, "evt-sink", "pat@example.com")
 	queue(t, js, cmd)
@@ -207,9 +214,9 @@ func TestSinkDriverServesItsInbox(t *testing.T) {
 	if inbox[0].To != "pat@example.com" || inbox[0].From != `"acme" <`+sinkFrom+`>` || !strings.HasPrefix(inbox[0].Links[0], "https://links.example/l/k1.") {
 		t.Errorf("inbox %+v", inbox[0])
 	}
-	for path, want := range map[string]string{"/inbox": "pat@example.com", "/inbox/1": "Sign in", "/readyz": "ready",
-		"/metrics": "linkpipe_mailer_sent_total 1"} {
-		resp, err := http.Get(base + path)
+	for path, want := range map[string]string{base + "/inbox": "pat@example.com", base + "/inbox/1": "Sign in",
+		adminBase + "/readyz": "ready", adminBase + "/metrics": "linkpipe_mailer_sent_total 1"} {
+		resp, err := http.Get(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,6 +224,32 @@ func TestSinkDriverServesItsInbox(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
 			t.Errorf("GET %s: %d, lacks %q", path, resp.StatusCode, want)
+		}
+	}
+	// The admin address (often on every interface, scraped for metrics)
+	// serves no inbox; the inbox answers no foreign Host (DNS rebinding).
+	for _, path := range []string{"/inbox", "/inbox.json", "/inbox/1"} {
+		resp, err := http.Get(adminBase + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("admin address GET %s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+	for host, want := range map[string]int{"attacker.example": http.StatusMisdirectedRequest, "attacker.example:8025": http.StatusMisdirectedRequest,
+		"localhost:8025": http.StatusOK, "links.example": http.StatusOK} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/inbox.json", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want != http.StatusOK && strings.Contains(string(b), "pat@example.com")) {
+			t.Errorf("inbox with Host %s: %d, want %d", host, resp.StatusCode, want)
 		}
 	}
 	cancel()
@@ -227,6 +260,20 @@ func TestSinkDriverServesItsInbox(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not stop")
+	}
+}
+
+// The sink's inbox listens on loopback unless the operator says otherwise.
+func TestSinkInboxIsLoopbackByDefault(t *testing.T) {
+	if d := config.InboxAddr.Default; !admin.IsLoopbackHost(admin.HostOf(d)) {
+		t.Fatalf("LINKPIPE_INBOX_ADDR defaults to %q, not a loopback address", d)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"-h"}, envOf(nil), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "LINKPIPE_INBOX_ADDR") || !strings.Contains(out.String(), config.InboxAddr.Default) {
+		t.Fatalf("-h does not list LINKPIPE_INBOX_ADDR and its default:\n%s", out.String())
 	}
 }
 

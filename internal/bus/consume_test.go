@@ -323,11 +323,13 @@ func TestLoopKeepAliveHoldsASlowHandlersMessage(t *testing.T) {
 		{"control without keep-alive", -1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newLoopEnv(t, time.Second)
+			// AckWait 2s: the keep-alive (every ~670ms) has margin on a
+			// loaded 2-core machine.
+			e := newLoopEnv(t, 2*time.Second)
 			var calls, done atomic.Int32
 			h := func(context.Context, jetstream.Msg) error {
 				calls.Add(1)
-				time.Sleep(2500 * time.Millisecond) // 2.5 AckWaits
+				time.Sleep(5 * time.Second) // 2.5 AckWaits
 				done.Add(1)
 				return nil
 			}

@@ -67,11 +67,16 @@ var (
 		Usage: "redeemer listen address", Check: checkAddr}
 	AdminAddr = Var{Env: "LINKPIPE_ADMIN_ADDR", Default: ":9090",
 		Usage: "listen address of /healthz, /readyz, /metrics", Check: checkAddr}
+	// InboxAddr is where the sink driver's inbox (/inbox, which shows live
+	// links) listens: loopback unless the operator opens it up.
+	InboxAddr = Var{Env: "LINKPIPE_INBOX_ADDR", Default: "127.0.0.1:8025",
+		Usage: "listen address of the sink driver's inbox (/inbox, /inbox.json); it answers only a loopback Host or the host of this address or of LINKPIPE_PUBLIC_URL",
+		Check: checkAddr}
 	MailFrom = Var{Env: "LINKPIPE_MAIL_FROM",
 		Usage: "From address of every email (required with the ses driver)",
 		Check: func(s string) error { return events.CheckEmail("", s) }}
 	MailDriver = Var{Env: "LINKPIPE_MAIL_DRIVER", Default: "ses",
-		Usage: "ses (Amazon SES v2) or sink (local inbox in the mailer's bbolt)",
+		Usage: "ses (Amazon SES v2) or sink (local inbox in the mailer's bbolt, served on LINKPIPE_INBOX_ADDR)",
 		Check: func(s string) error {
 			if s != "ses" && s != "sink" {
 				return errors.New(`must be "ses" or "sink"`)
@@ -278,7 +283,7 @@ func IssuerVars() []Var {
 
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, Replicas,
+	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 

@@ -50,7 +50,9 @@ type Config struct {
 	// NATSPort is the embedded server's client port (default 4222; -1 picks
 	// one), so `linkpipe publish` and other tools can reach it.
 	NATSPort int
-	// PublicURL overrides http://<listen address>.
+	// PublicURL overrides http://<listen address>. Every page answers only
+	// requests whose Host is a loopback name or address, or the host of
+	// this URL (admin.LocalHostsOnly).
 	PublicURL string
 	// Sender replaces the local mail sink (tests point it at an SES
 	// emulator); nil means the sink and its /inbox page.
@@ -63,9 +65,11 @@ type Config struct {
 
 // Stack is a running dev stack.
 type Stack struct {
-	// URL is the base URL of every page; NATSURL the embedded server's.
+	// URL is the base URL of every page; NATSURL the embedded server's;
+	// Addr the address the pages are served on (URL's unless PublicURL).
 	URL     string
 	NATSURL string
+	Addr    string
 
 	keys   *link.Keyring
 	srv    *server.Server
@@ -147,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if base == "" {
 		base = "http://" + ln.Addr().String()
 	}
-	st = &Stack{URL: base, keys: keys}
+	st = &Stack{URL: base, Addr: ln.Addr().String(), keys: keys}
 	defer func() {
 		if err != nil {
 			ln.Close()
@@ -238,7 +242,10 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	worker.MountInbox(mux, sink)
 	mux.Handle("GET /metrics", st.proc.AdminMux()) // one address in dev mode
 	mux.Handle("/", rd.Handler())
-	st.http = admin.Serve(ln, mux)
+	// The inbox shows live links: only for requests addressed to this
+	// machine (or the public host the operator set), never to a name that
+	// DNS rebinding pointed here.
+	st.http = admin.Serve(ln, admin.LocalHostsOnly(mux, admin.HostOf(base)))
 	return st, nil
 }
 

@@ -16,6 +16,9 @@ import (
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
+// Log keys.
+const keyEventID = "event_id"
+
 // devPages serves /dev (publish a sample sign-in request) and /portal (a
 // demo portal that verifies the ticket a redemption brings).
 type devPages struct {
@@ -28,7 +31,10 @@ type devPages struct {
 
 func (d *devPages) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /dev", d.devPage)
-	mux.HandleFunc("POST /dev/signin", d.publishSignin)
+	// Forms publish: refused to cross-origin browsers (CSRF), as the
+	// redeemer refuses its POSTs.
+	cop := http.NewCrossOriginProtection()
+	mux.Handle("POST /dev/signin", cop.Handler(http.HandlerFunc(d.publishSignin)))
 	mux.HandleFunc("GET /portal/", d.portal)
 	mux.HandleFunc("GET /portal", d.portal)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +95,7 @@ func (d *devPages) publishSignin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/dev?error="+template.URLQueryEscaper(err.Error()), http.StatusSeeOther)
 		return
 	}
-	d.log.Info("dev sign-in request published", "event_id", a.EventID)
+	d.log.Info("dev sign-in request published", keyEventID, a.EventID)
 	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
 }
 

@@ -27,7 +27,10 @@
 // transient failure also publishes links.<id>.failed with permanent=false so
 // practice systems can see a delay. An email whose link expired before it
 // could be sent fails permanently (the link would not work). A command that
-// cannot be decoded is copied to deadletter.mail and terminated. The
+// cannot be decoded is copied to deadletter.mail and terminated. A
+// provider's error text is scrubbed of addresses and tokens (mail.Scrub)
+// before it becomes a reason, a log line or an error: lifecycle events and
+// logs name clients by id only. The
 // consume loop (concurrency, keep-alive, retries, dead letters, shutdown) is
 // bus.Loop's.
 package mailer
@@ -397,6 +400,9 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	start := time.Now()
 	messageID, err := m.cfg.Sender.Send(sendCtx, email)
 	cancel()
+	// A provider's error may quote the recipient (or the link): scrubbed
+	// before it becomes a reason, a log line or the error bus.Loop logs.
+	err = mail.ScrubError(err)
 	m.metrics.sendTime.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if mail.IsPermanent(err) {
@@ -427,12 +433,13 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	return outcome{}
 }
 
-// giveUp records a permanent failure.
+// giveUp records a permanent failure. The reason is scrubbed of addresses
+// and tokens (mail.Scrub) whoever wrote it.
 func (m *Mailer) giveUp(ctx context.Context, cmd *mail.Command, reason string, log *slog.Logger) outcome {
 	m.metrics.failed.WithLabelValues("true").Inc()
 	done := Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
 		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusFailed,
-		Reason: truncate(reason, events.MaxReasonLen), At: m.cfg.Clock.Now()}
+		Reason: truncate(mail.Scrub(reason), events.MaxReasonLen), At: m.cfg.Clock.Now()}
 	if err := m.record(ctx, &done); err != nil {
 		return outcome{retry: true, err: err}
 	}

@@ -64,7 +64,8 @@ func New(ctx context.Context, opts ...func(*sesv2.Options)) (*Sender, error) {
 }
 
 // Send sends m and returns SES's message id. Its error wraps
-// mail.ErrPermanent, mail.ErrThrottled or mail.ErrTransient (see Classify).
+// mail.ErrPermanent, mail.ErrThrottled or mail.ErrTransient (see Classify);
+// its text names no address (mail.Scrub).
 func (s *Sender) Send(ctx context.Context, m *mail.Message) (string, error) {
 	msg := *m
 	msg.Headers = make(map[string]string, len(m.Headers))
@@ -106,7 +107,9 @@ func (s *Sender) Send(ctx context.Context, m *mail.Message) (string, error) {
 	}
 	out, err := s.client.SendEmail(ctx, in)
 	if err != nil {
-		return "", fmt.Errorf("ses: send to %s: %w", msg.To, Classify(err))
+		// Never the recipient: errors reach logs and lifecycle events. SES's
+		// own message may quote it, so its text is scrubbed too.
+		return "", fmt.Errorf("ses: send: %w", mail.ScrubError(Classify(err)))
 	}
 	return aws.ToString(out.MessageId), nil
 }

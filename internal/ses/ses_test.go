@@ -189,3 +189,27 @@ func TestNewNeedsARegion(t *testing.T) {
 		t.Fatalf("AWS_REGION set: %v", err)
 	}
 }
+
+// An SES error names no address, not even when SES's message quotes it,
+// and keeps what the mailer needs to know (permanent or not, the code).
+func TestErrorsNameNoAddress(t *testing.T) {
+	isolate(t)
+	fake := sestest.NewFake(t)
+	fake.FailTo("pat@example.com", sestest.Fault{Status: 400, Code: "MessageRejected",
+		Message: "Email address is not verified. The following identities failed the check in region US-EAST-1: pat@example.com"})
+	s, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Send(ctx(t), message())
+	if !mail.IsPermanent(err) {
+		t.Fatalf("got %v, want permanent", err)
+	}
+	if text := err.Error(); strings.Contains(text, "@") || !strings.Contains(text, "MessageRejected") {
+		t.Fatalf("error text %q: want the code and no address", text)
+	}
+	fake.FailTo("pat@example.com", sestest.Fault{Status: 500, Code: "InternalFailure", Message: "could not reach pat@example.com"})
+	if _, err := s.Send(ctx(t), message()); !errors.Is(err, mail.ErrTransient) || strings.Contains(err.Error(), "@") {
+		t.Fatalf("transient: %v", err)
+	}
+}
