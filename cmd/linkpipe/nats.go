@@ -49,6 +49,13 @@ func (f natsFlags) options(prog, name string, getenv func(string) string) (bus.C
 	if err != nil {
 		return o, worker.BadConfig(fmt.Errorf("%s: %w", prog, err))
 	}
-	o.InboxPrefix = ""
+	// The operator's commands read their replies on their own prefix, so
+	// a practice system's credentials (which may read _INBOX.>) cannot
+	// read explain's scope states; publish keeps the default _INBOX, the
+	// publisher role's.
+	o.InboxPrefix = "_INBOX_admin"
+	if name == "cli" {
+		o.InboxPrefix = ""
+	}
 	return o, nil
 }

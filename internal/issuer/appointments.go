@@ -283,8 +283,8 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, cur *scope.Entr
 		cmd.LinkID, cmd.Kid, cmd.Purpose, cmd.Scope, cmd.MintEventID = st.LinkID, kid, st.Purpose, cur.Subject, mintEventID
 		// The appointment's client details as the scope has them now are
 		// the link's address on record.
-		if err := i.recipients.Put(ctx, st.LinkID, *st.Client); err != nil {
-			return fmt.Errorf("issuer: %w", err)
+		if err := i.recordAddress(ctx, d, st.LinkID, *st.Client); err != nil {
+			return err
 		}
 		cmd.ValidFrom, cmd.ExpiresAt = st.ValidFrom, st.ExpiresAt
 	}

@@ -156,8 +156,8 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 		}
 		// The address on record goes before the issued event: a link that
 		// exists has one (its emails and renewals go there, nowhere else).
-		if err := i.recipients.Put(ctx, linkID, sp.client); err != nil {
-			return result{}, fmt.Errorf("issuer: %w", err)
+		if err := i.recordAddress(ctx, d, linkID, sp.client); err != nil {
+			return result{}, err
 		}
 		if err := i.publishIssued(ctx, d, sp, linkID, w); err != nil {
 			return result{}, err
@@ -202,6 +202,18 @@ func (i *Issuer) readIssued(ctx context.Context, linkID string) (*events.LinkEve
 		return nil, fmt.Errorf("issuer: read issued event: %w", err)
 	}
 	return &ev, nil
+}
+
+// recordAddress records to as the link's address on record and as its
+// client's current address (where renewals go).
+func (i *Issuer) recordAddress(ctx context.Context, d *delivery, linkID string, to events.Client) error {
+	if err := i.recipients.Put(ctx, linkID, to); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	if err := i.recipients.PutClient(ctx, d.env.PracticeID, to, d.seq); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	return nil
 }
 
 // publishIssued publishes links.<link_id>.issued once (Nats-Msg-Id

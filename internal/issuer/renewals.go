@@ -26,8 +26,9 @@ const (
 // publishes when a client whose click was refused asks for a new link
 // (after its per-client and per-IP limits). The request names only the
 // clicked link; the link's first issued record says whose it is, and the
-// email goes to the address on record for it (package recipient), never
-// to one a clicker could type:
+// email goes to the client's current address on record (package
+// recipient), never to one a clicker could type, nor to an older address
+// the clicked link was mailed to:
 //
 //   - sign-in and document links: a fresh sign-in link for the client
 //     (minted from the request's event id like any sign-in request, so it
@@ -46,7 +47,13 @@ func (i *Issuer) renewalRequested(ctx context.Context, d *delivery) (result, err
 	if iss == nil || iss.PracticeID != a.PracticeID {
 		return result{}, poison(fmt.Errorf("%w: practice %s has no link %s", ErrUnknownLink, a.PracticeID, a.LinkID))
 	}
-	to, err := i.recipients.Get(ctx, a.LinkID)
+	// The client's current address: the newest action for the client
+	// named it. The clicked link's own record only stands in for a client
+	// recorded before current addresses were kept.
+	to, err := i.recipients.GetClient(ctx, a.PracticeID, iss.ClientID)
+	if errors.Is(err, recipient.ErrNotFound) {
+		to, err = i.recipients.Get(ctx, a.LinkID)
+	}
 	if errors.Is(err, recipient.ErrNotFound) {
 		return result{}, poison(fmt.Errorf("%w: link %s has no address on record", ErrUnknownLink, a.LinkID))
 	}

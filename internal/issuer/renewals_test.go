@@ -8,6 +8,7 @@ import (
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
@@ -24,18 +25,20 @@ func TestRenewalOfSigninAndDocumentLinks(t *testing.T) {
 	s := signin("evt-rn1", "rue")
 	s.ReturnTo = "/bills"
 	e.publish(s)
-	e.publish(share("evt-rn2", "rue", "sh-rn"))
+	sh := share("evt-rn2", "rue", "sh-rn")
+	sh.Client.Email = "rue.new@example.com" // the newest action names the client's current address
+	e.publish(sh)
 	e.waitIdle()
 	signinLink := e.linkIDOf(events.PurposeSignin, "acme", "evt-rn1")
 	docLink := e.linkIDOf(events.PurposeDocument, "acme", "evt-rn2")
 
-	// Each goes to the address the clicked link was minted for.
+	// Each goes to the client's current address (the newest action's).
 	for _, c := range []struct {
 		event, link, returnTo string
 		to                    events.Client
 	}{
-		{"renew-a", signinLink, "/bills", s.Client},
-		{"renew-b", docLink, "/documents/" + share("x", "rue", "sh-rn").Document.ID, share("x", "rue", "sh-rn").Client},
+		{"renew-a", signinLink, "/bills", sh.Client},
+		{"renew-b", docLink, "/documents/" + sh.Document.ID, sh.Client},
 	} {
 		e.publish(renewal(c.event, c.link))
 		e.waitIdle()
@@ -117,4 +120,34 @@ func (e *env) linkIDOfToken(tok string) string {
 		e.t.Fatal(err)
 	}
 	return id
+}
+
+// TestRenewalGoesToTheClientsCurrentAddress reproduces review finding F1:
+// a stranger holding an old link of the client (mailed to a mistyped
+// address since corrected, the client's links since revoked) asks for a
+// new link. The fresh sign-in link must go to the client's current
+// address, never to the address the old link was mailed to.
+func TestRenewalGoesToTheClientsCurrentAddress(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	typo := signin("evt-typo", "rue")
+	typo.Client.Email = "stranger@typo.example"
+	e.publish(typo)
+	e.publish(signin("evt-fixed", "rue")) // the practice corrects the address
+	e.waitIdle()
+	e.publish(revocation("evt-rv", "rue", "sent to the wrong address"))
+	e.waitIdle()
+	old := e.linkIDOf(events.PurposeSignin, "acme", "evt-typo")
+
+	e.publish(renewal("renew-stranger", old))
+	e.waitIdle()
+	for _, cmd := range e.mailCmds(mail.KindSignin) {
+		if cmd.CauseEventID == "renew-stranger" && cmd.To.Email != signin("x", "rue").Client.Email {
+			t.Fatalf("the renewal mailed a live link to %q, not the client's current address", cmd.To.Email)
+		}
+	}
+	cmd := e.mailFor(mail.KindSignin, "renew-stranger")
+	if to, err := recipient.NewBook(e.js).Get(e.ctx, cmd.LinkID); err != nil || to.Email != "rue@example.com" {
+		t.Fatalf("the renewed link's address on record: %+v %v", to, err)
+	}
 }

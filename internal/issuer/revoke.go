@@ -19,12 +19,14 @@ const defaultRevokeReason = "revoked by the practice"
 // on conflict. The redeemer's projector derives links.<id>.revoked.
 //
 // Not touched: a scope without a link (in-person appointment), one already
-// revoked or canceled, a one-time link already used, and a scope whose link
+// revoked or canceled, a one-time link used and expired, and a scope whose link
 // was issued by an action newer than the revocation (a sign-in requested
 // after it issues a fresh working link, whatever the order the two are
 // handled in). The revocation sets the scope's action_seq to its own, so a
 // sign-in or share requested before it but handled after it is born
-// superseded. An expired appointment link is revoked too (a reschedule
+// superseded. A used one-time link that has not expired is revoked (the
+// browser that redeemed it could otherwise continue its session). An
+// expired appointment link is revoked too (a reschedule
 // could otherwise bring it back). A re-published revocation changes
 // nothing it changed before.
 func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) {
@@ -63,7 +65,7 @@ func (i *Issuer) revokeScope(ctx context.Context, d *delivery, subject, reason s
 		st := cur.State
 		switch {
 		case !cur.Found(), st.LinkID == "", st.RevokedAt != nil, st.CanceledAt != nil,
-			st.OneTime && st.UsedAt != nil, st.ActionSeq > d.seq:
+			st.OneTime && st.UsedAt != nil && !now.Before(st.ExpiresAt), st.ActionSeq > d.seq:
 			return step{}, nil
 		}
 		applied, err := i.wroteBefore(ctx, subject, d.env.EventID, scope.ChangeRevoked, &h)

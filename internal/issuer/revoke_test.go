@@ -56,20 +56,21 @@ func TestRevocationStopsEveryLiveLinkOfTheClient(t *testing.T) {
 			t.Errorf("%s: %+v, want revoked", subject, v)
 		}
 	}
-	// Untouched: the in-person appointment (no link), the used link,
-	// another client.
+	// Untouched: the in-person appointment (no link), another client. The
+	// used link has not expired: it is revoked too (review finding F2), so
+	// the browser that redeemed it cannot continue.
 	if n := e.scopeCount(scope.Appointment("acme", "nia", "ap-v2")); n != 1 {
 		t.Errorf("in-person appointment scope: %d states", n)
 	}
-	if v := e.verdict(usedScope, e.linkIDOf(events.PurposeDocument, "acme", "evt-v5"), now); v.Reason != events.ReasonUsed {
-		t.Errorf("used link: %+v", v)
+	if v := e.verdict(usedScope, e.linkIDOf(events.PurposeDocument, "acme", "evt-v5"), now); v.Reason != events.ReasonRevoked {
+		t.Errorf("used, unexpired link: %+v, want revoked", v)
 	}
 	oliLink := e.linkIDOf(events.PurposeSignin, "acme", "evt-v6")
 	if v := e.verdict(scope.Signin("acme", "oli"), oliLink, now); !v.OK {
 		t.Errorf("another client's link: %+v", v)
 	}
-	if got := e.metric(e.reg, "linkpipe_issuer_links_revoked_total", nil); got != 3 {
-		t.Errorf("revoked counted %v, want 3", got)
+	if got := e.metric(e.reg, "linkpipe_issuer_links_revoked_total", nil); got != 4 { // 3 live + the used, unexpired one
+		t.Errorf("revoked counted %v, want 4", got)
 	}
 	counts := func() map[string]uint64 {
 		out := map[string]uint64{}
@@ -181,4 +182,26 @@ func TestRevocationAndSigninsHandledOutOfOrder(t *testing.T) {
 		t.Errorf("link 3, requested after the revocation: %+v (state %+v)", v, st)
 	}
 	e.mailCmd(link3 + "-signin")
+}
+
+// TestRevocationEndsUsedLinksThatHaveNotExpired reproduces review finding
+// F2: a used one-time link kept state "used" after the client's links
+// were revoked, so the browser that redeemed it kept getting tickets
+// through its session cookie. Revocation must also turn off a used link
+// that has not expired yet.
+func TestRevocationEndsUsedLinksThatHaveNotExpired(t *testing.T) {
+	e := newApptEnv(t)
+	e.publish(share("evt-u1", "uma", "sh-u"))
+	e.waitIdle()
+	subject := scope.Document("acme", "uma", "sh-u")
+	st, seq := e.scopeState(subject)
+	st.Change, st.UsedAt, st.EventID, st.At = scope.ChangeUsed, tp(tA), "click-u", tA
+	if _, err := scope.NewStore(e.js).Update(e.ctx, subject, seq, &st); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(revocation("evt-rvu", "uma", "forwarded"))
+	e.waitIdle()
+	if v := e.verdict(subject, e.linkIDOf(events.PurposeDocument, "acme", "evt-u1"), e.clk.Now()); v.Reason != events.ReasonRevoked {
+		t.Fatalf("used, unexpired link after revocation: %+v, want revoked", v)
+	}
 }

@@ -285,6 +285,10 @@ func (r *Redeemer) through(ctx context.Context, w http.ResponseWriter, req *http
 }
 
 func (r *Redeemer) redirect(w http.ResponseWriter, req *http.Request, c *click, now time.Time, tk, target, outcome string) {
+	// Every pass (redemption or continuation) restarts the 15-minute idle
+	// window, as the portal session it continues idles: first-wave rule;
+	// the cap is the link's own expiry, and a revocation ends it (the
+	// issuer revokes used links that have not expired).
 	r.setSession(w, req, c.linkID, now, c.state.ExpiresAt)
 	r.m.clicks.WithLabelValues(methodLabel(req.Method), outcome).Inc()
 	w.Header().Set("Cache-Control", "no-store")
@@ -384,7 +388,10 @@ func (r *Redeemer) publishClick(ctx context.Context, c *click, typ, reason, verd
 		kind = reason
 	}
 	id := clickEventID(c.linkID, typ, reason, verdict, methodLabel(req.Method), scanner, now)
-	if !r.budgets.take(c.linkID, kind, id) {
+	// Continuations are not budgeted: each one is a ticket and must be
+	// recorded; they are bounded by the session (15 minutes from the
+	// redemption), the per-minute id and the per-IP limit.
+	if kind != events.TouchContinued && !r.budgets.take(c.linkID, kind, id) {
 		r.m.coalesced.WithLabelValues(kind).Inc()
 		return
 	}

@@ -103,10 +103,10 @@ func (r *Redeemer) session(req *http.Request, linkID string, now time.Time) (hel
 }
 
 // setSession (re)starts linkID's session in the browser: expiry
-// min(now+Idle, the link's expiresAt), newest first, the other entries
+// min(start+Idle, the link's expiresAt), start being the time of the pass, newest first, the other entries
 // kept (an expired one still tells its browser "expired" rather than "used").
-func (r *Redeemer) setSession(w http.ResponseWriter, req *http.Request, linkID string, now, expiresAt time.Time) {
-	end := now.Add(r.cfg.Idle)
+func (r *Redeemer) setSession(w http.ResponseWriter, req *http.Request, linkID string, start, expiresAt time.Time) {
+	end := start.Add(r.cfg.Idle)
 	if !expiresAt.IsZero() && expiresAt.Before(end) {
 		end = expiresAt
 	}

@@ -412,3 +412,24 @@ func TestFirstIssuedRecordIsTheOnlyOneTrusted(t *testing.T) {
 		t.Fatalf("ticket sub %q, want alice: the redeemer trusted a later issued record", cl.Subject)
 	}
 }
+
+// TestEveryContinuationIsRecorded reproduces review finding F3: past the
+// per-link event budget (16) continuations still got tickets but were no
+// longer recorded on LINKS. Each continuation is a ticket: each is
+// recorded.
+func TestEveryContinuationIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	s := e.start()
+	tok, id := e.issue(spec{EventID: "ev-cont"})
+	jar, _ := cookiejar.New(nil)
+	browser := noRedirect(jar)
+	e.ticketOf(t, s, do(t, browser, "POST", s.URL+"/l/"+tok), e.portal.URL+"/portal")
+	const n = 20
+	for range n {
+		e.clock.Advance(time.Minute) // one a minute: not coalesced
+		e.ticketOf(t, s, do(t, browser, "GET", s.URL+"/l/"+tok), e.portal.URL+"/portal")
+	}
+	eventually.True(t, 15*time.Second, func() bool {
+		return e.count(bus.StreamLinks, events.LinkSubject(id, events.TypeTouched)) == n
+	}, "every continuation recorded")
+}
