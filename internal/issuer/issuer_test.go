@@ -19,6 +19,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store/storetest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestSigninIssuesLinkMailsItAndSupersedes(t *testing.T) {
@@ -252,9 +253,19 @@ func TestPoisonIsDeadLetteredAndNeverBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(e.ctx, bus.DeadLetterPrefix+"actions")
-	if err != nil {
-		t.Fatal(err)
+	// The big one's dead letter (handlers run in parallel: dead letters
+	// are not in ACTIONS order).
+	big := strconv.FormatUint(seqs[len(cases)-1], 10)
+	var m *jetstream.RawStreamMsg
+	for seq := uint64(1); m == nil; seq++ {
+		msg, err := s.GetMsg(e.ctx, seq, jetstream.WithGetMsgSubject(bus.DeadLetterPrefix+"actions"))
+		if err != nil {
+			t.Fatalf("the big action's dead letter: %v", err)
+		}
+		if msg.Header.Get(bus.HeaderSourceSeq) == big {
+			m = msg
+		}
+		seq = msg.Sequence
 	}
 	if len(m.Data) > 64<<10 || m.Header.Get(bus.HeaderOriginalBytes) != strconv.Itoa(len(cases[len(cases)-1].data)) {
 		t.Errorf("big dead letter: %d bytes kept, header %q", len(m.Data), m.Header.Get(bus.HeaderOriginalBytes))
