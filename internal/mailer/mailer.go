@@ -292,8 +292,13 @@ func decodeCommand(msg jetstream.Msg) (*mail.Command, error) {
 		return nil, fmt.Errorf("%w: practice_id %q", errPoison, cmd.PracticeID)
 	case cmd.To.Email == "":
 		return nil, fmt.Errorf("%w: no recipient", errPoison)
+	case cmd.LinkID != "" && !events.ValidID(cmd.LinkID):
+		// It names the subject of the command's lifecycle events.
+		return nil, fmt.Errorf("%w: link_id %q", errPoison, cmd.LinkID)
+	case !events.ValidID(cmd.To.ID):
+		return nil, fmt.Errorf("%w: to.id %q", errPoison, cmd.To.ID)
 	case cmd.LinkID != "" && (cmd.Kid == "" || cmd.Purpose == "" || cmd.MintEventID == ""):
-		return nil, fmt.Errorf("%w: link %s without kid, purpose or mint_event_id", errPoison, cmd.LinkID)
+		return nil, fmt.Errorf("%w: link %q without kid, purpose or mint_event_id", errPoison, cmd.LinkID)
 	}
 	return &cmd, nil
 }

@@ -493,9 +493,17 @@ func TestPoisonCommandIsDeadLettered(t *testing.T) {
 	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailCommandPrefix+"other", "other", data, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually.True(t, 30*time.Second, func() bool { return e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail") == 2 }, "two dead letters")
+	// A link id that is no id (it would name the subject of the
+	// command's lifecycle events), on a kind that re-derives no token.
+	bad, _ := e.signin(t, "evt-badlink", "pat@example.com")
+	bad.MailID, bad.Kind, bad.LinkID = "badlink", "appointment_canceled", "a.b"
+	data, _ = json.Marshal(bad)
+	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailCommandPrefix+"badlink", "badlink", data, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 30*time.Second, func() bool { return e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail") == 3 }, "three dead letters")
 	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
-	if v := counter(t, reg, "linkpipe_mailer_poison_total"); v != 2 {
+	if v := counter(t, reg, "linkpipe_mailer_poison_total"); v != 3 {
 		t.Errorf("poison_total %v", v)
 	}
 	if n := len(messages(t, sink)); n != 0 {
