@@ -6,12 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/bus"
 )
 
 // ErrEventReused: an action reuses the event id of another action (another
@@ -31,27 +29,6 @@ var ErrEventReused = errors.New("event id already used by another action")
 // the de-duplication window or a replica with an empty data dir finds the
 // claim; the same owner proceeds (idempotent), any other owner is
 // ErrEventReused. Claims are made before any state is written.
-
-// claims is the handle of the claims bucket, looked up once.
-type claims struct {
-	js jetstream.JetStream
-	mu sync.Mutex
-	kv jetstream.KeyValue
-}
-
-func (c *claims) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.kv != nil {
-		return c.kv, nil
-	}
-	kv, err := c.js.KeyValue(ctx, bus.BucketEventClaims)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: claims bucket: %w", err)
-	}
-	c.kv = kv
-	return kv, nil
-}
 
 // claimKey is the bucket key of an event id: event ids may hold
 // characters ('-' aside) a key may not start with, and may be 64 long.
@@ -92,7 +69,7 @@ func (i *Issuer) claim(ctx context.Context, d *delivery) error {
 	if owner == "" {
 		return nil
 	}
-	kv, err := i.claims.bucket(ctx)
+	kv, err := i.claims.KV(ctx)
 	if err != nil {
 		return err
 	}

@@ -136,7 +136,7 @@ type Issuer struct {
 	links       *bus.Reader
 	actions     *bus.Reader
 	m           *metrics
-	claims      *claims
+	claims      *bus.Bucket
 	recipients  *recipient.Book
 	routes      map[string]route
 	// direct is the consume loop's settlement for Handle (consume.go).
@@ -229,7 +229,7 @@ func New(cfg Config) (*Issuer, error) {
 		links:      bus.NewReader(cfg.JS, bus.StreamLinks),
 		actions:    bus.NewReader(cfg.JS, bus.StreamActions),
 		m:          m,
-		claims:     &claims{js: cfg.JS},
+		claims:     bus.NewBucket(cfg.JS, bus.BucketEventClaims),
 		recipients: recipient.NewBook(cfg.JS),
 	}
 	i.routes = map[string]route{

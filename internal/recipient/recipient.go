@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,27 +31,18 @@ import (
 var ErrNotFound = errors.New("recipient: no address on record")
 
 // Book reads and writes the records. It is safe for concurrent use.
-type Book struct {
-	js jetstream.JetStream
-
-	mu sync.Mutex
-	kv jetstream.KeyValue
-}
+type Book struct{ b *bus.Bucket }
 
 // NewBook returns a Book over the bucket of js (created by bus.Setup).
-func NewBook(js jetstream.JetStream) *Book { return &Book{js: js} }
+func NewBook(js jetstream.JetStream) *Book {
+	return &Book{b: bus.NewBucket(js, bus.BucketRecipients)}
+}
 
 func (b *Book) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.kv != nil {
-		return b.kv, nil
-	}
-	kv, err := b.js.KeyValue(ctx, bus.BucketRecipients)
+	kv, err := b.b.KV(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("recipient: bucket %s: %w", bus.BucketRecipients, err)
+		return nil, fmt.Errorf("recipient: %w", err)
 	}
-	b.kv = kv
 	return kv, nil
 }
 
