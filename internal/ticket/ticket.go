@@ -200,7 +200,13 @@ func (s *Signer) Sign(c Claims) (string, error) {
 	}
 	signing := s.hdr + "." + b64(payload)
 	sig := ed25519.Sign(s.priv, []byte(signing))
-	return signing + "." + b64(sig), nil
+	token := signing + "." + b64(sig)
+	if len(token) > MaxTokenLen {
+		// Verify would refuse it: a redemption must not burn its link for
+		// a ticket the portal cannot accept.
+		return "", fmt.Errorf("%w: the ticket would be %d bytes, over %d", ErrBadClaims, len(token), MaxTokenLen)
+	}
+	return token, nil
 }
 
 // JWK is one key of a JWKS (only OKP/Ed25519 keys are used).

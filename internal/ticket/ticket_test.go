@@ -242,3 +242,19 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
+
+// TestSignRefusesTicketsVerifyWouldRefuse: found by FuzzVerify. Claims
+// large enough to make a ticket over MaxTokenLen were signed, and Verify
+// then refused the ticket: the click burned its link for nothing.
+func TestSignRefusesTicketsVerifyWouldRefuse(t *testing.T) {
+	s, err := ticket.NewSigner(make([]byte, 32), "https://links.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	_, err = s.Sign(ticket.Claims{Subject: strings.Repeat("x", ticket.MaxTokenLen), Audience: "https://portal.example",
+		IssuedAt: now.Unix(), ExpiresAt: now.Add(time.Minute).Unix()})
+	if !errors.Is(err, ticket.ErrBadClaims) {
+		t.Fatalf("an oversized ticket was signed: %v", err)
+	}
+}
