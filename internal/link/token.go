@@ -108,7 +108,9 @@ func ID(token string) (string, error) {
 	if !ok || !kidPattern.MatchString(kid) || len(mac) != macLen {
 		return "", ErrMalformedToken
 	}
-	if _, err := base64.RawURLEncoding.Strict().DecodeString(mac); err != nil {
+	// The decoder skips CR and LF even in strict mode, so the length of
+	// what it decodes is what proves all 43 characters are base64url.
+	if b, err := base64.RawURLEncoding.Strict().DecodeString(mac); err != nil || len(b) != sha256.Size {
 		return "", ErrMalformedToken
 	}
 	sum := sha256.Sum256([]byte(token))
