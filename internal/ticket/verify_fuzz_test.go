@@ -19,19 +19,27 @@ var (
 
 // maxFuzzSub bounds the fuzzed sub claim: even if every byte is JSON-escaped
 // (\u00XX, six bytes) the ticket stays far below MaxTokenLen, which a
-// larger one exceeds (TestSignedTicketOverMaxTokenLen).
+// larger one exceeds (Sign then refuses it: TestSignRefusesTicketsVerifyWouldRefuse).
 const maxFuzzSub = 256
 
 // fuzzClaims are the claims of the one fixed ticket of the corpus (a fixed
 // jti makes its compact JWS deterministic: Ed25519 signatures are).
 func fuzzClaims() ticket.Claims {
 	return ticket.Claims{Subject: "c-7", Practice: "acme", Purpose: "signin", Link: "Labc",
-		IssuedAt: fuzzNow.Unix(), ID: "fixed-jti-0001"}
+		Audience: fuzzAud, IssuedAt: fuzzNow.Unix(), ID: "fixed-jti-0001"}
 }
+
+// The issuer and audience the fuzzed verifier wants.
+const (
+	fuzzIss = "https://links.example"
+	fuzzAud = "https://portal.example"
+)
+
+var fuzzWant = ticket.Want{Issuer: fuzzIss, Audience: fuzzAud}
 
 // verifyErrs are the sentinels every Verify error wraps.
 var verifyErrs = []error{ticket.ErrMalformed, ticket.ErrBadJWKS, ticket.ErrAlg, ticket.ErrUnknownKey,
-	ticket.ErrSignature, ticket.ErrExpired, ticket.ErrNotYetValid}
+	ticket.ErrSignature, ticket.ErrExpired, ticket.ErrNotYetValid, ticket.ErrIssuer, ticket.ErrAudience}
 
 func checkVerifyErr(t *testing.T, tok string, err error) {
 	t.Helper()
@@ -50,7 +58,7 @@ func checkVerifyErr(t *testing.T, tok string, err error) {
 //   - a ticket signed for a fuzzed subject verifies to that subject, and
 //     any change of one byte of it is refused.
 func FuzzVerify(f *testing.F) {
-	s, err := ticket.NewSigner(fuzzSeed, "https://links.example")
+	s, err := ticket.NewSigner(fuzzSeed, fuzzIss)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -71,7 +79,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add(strings.Repeat("A", ticket.MaxTokenLen+1), "c", uint(4), byte('d'))
 
 	f.Fuzz(func(t *testing.T, tok, sub string, pos uint, b byte) {
-		if c, err := ticket.Verify(jwks, tok, fuzzNow); err == nil {
+		if c, err := ticket.Verify(jwks, tok, fuzzWant, fuzzNow); err == nil {
 			if tok != good {
 				t.Fatalf("Verify accepted %q, which the signer never produced (claims %+v)", tok, c)
 			}
@@ -82,17 +90,16 @@ func FuzzVerify(f *testing.F) {
 		if sub == "" {
 			sub = "c"
 		}
-		// Sign does not bound the size of what it signs, and a ticket
-		// over MaxTokenLen is refused by Verify (TestSignedTicketOverMaxTokenLen);
-		// real claims are ids of at most 64 bytes.
+		// Sign refuses a ticket over MaxTokenLen (which Verify would
+		// refuse); real claims are ids of at most 64 bytes.
 		if len(sub) > maxFuzzSub {
 			sub = sub[:maxFuzzSub]
 		}
-		signed, err := s.Sign(ticket.Claims{Subject: sub, Practice: "acme", Purpose: "signin", Link: "Labc", IssuedAt: fuzzNow.Unix()})
+		signed, err := s.Sign(ticket.Claims{Subject: sub, Practice: "acme", Purpose: "signin", Link: "Labc", Audience: fuzzAud, IssuedAt: fuzzNow.Unix()})
 		if err != nil {
 			t.Fatalf("Sign(sub %q): %v", sub, err)
 		}
-		c, err := ticket.Verify(jwks, signed, fuzzNow)
+		c, err := ticket.Verify(jwks, signed, fuzzWant, fuzzNow)
 		if err != nil {
 			t.Fatalf("a freshly signed ticket is refused: %v", err)
 		}
@@ -104,7 +111,7 @@ func FuzzVerify(f *testing.F) {
 			b++
 		}
 		mutated := signed[:i] + string([]byte{b}) + signed[i+1:]
-		if _, err := ticket.Verify(jwks, mutated, fuzzNow); err == nil {
+		if _, err := ticket.Verify(jwks, mutated, fuzzWant, fuzzNow); err == nil {
 			t.Fatalf("byte %d of a signed ticket changed to %q, and Verify accepts it: %q", i, b, mutated)
 		} else {
 			checkVerifyErr(t, mutated, err)
