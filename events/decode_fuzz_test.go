@@ -22,6 +22,7 @@ var knownSubjects = []string{
 	events.SubjectAppointmentReminder,
 	events.SubjectClientLinksRevoked,
 	events.SubjectPracticeUpdated,
+	events.SubjectRenewalRequested,
 }
 
 // FuzzDecode feeds Decode arbitrary subjects and payloads. Properties:
