@@ -578,11 +578,11 @@ func TestSlowSendKeepsTheMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	cfg.AckWait = time.Second
+	cfg.AckWait = 2 * time.Second // keep-alive every ~670ms: margin on a loaded machine
 	if _, err := e.js.UpdateConsumer(ctx(t), bus.StreamMail, cfg); err != nil {
 		t.Fatal(err)
 	}
-	sender := &countingSender{delay: 2500 * time.Millisecond}
+	sender := &countingSender{delay: 5 * time.Second} // 2.5 AckWaits
 	e.start(t, sender, nil)
 	e.start(t, sender, nil)
 	cmd, _ := e.signin(t, "evt-slow", "pat@example.com")
