@@ -10,20 +10,12 @@ import (
 	"testing"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
 )
 
-// knownSubjects are the action subjects Decode understands.
-var knownSubjects = []string{
-	events.SubjectSigninRequested,
-	events.SubjectDocumentShared,
-	events.SubjectAppointmentScheduled,
-	events.SubjectAppointmentRescheduled,
-	events.SubjectAppointmentCanceled,
-	events.SubjectAppointmentReminder,
-	events.SubjectClientLinksRevoked,
-	events.SubjectPracticeUpdated,
-	events.SubjectRenewalRequested,
-}
+// knownSubjects are the action subjects Decode understands: the ones the
+// issuer consumes.
+var knownSubjects = bus.ActionSubjects
 
 // FuzzDecode feeds Decode arbitrary subjects and payloads. Properties:
 //   - it never panics;
