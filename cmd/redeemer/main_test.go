@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/syncbuf"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -27,24 +27,6 @@ var (
 
 func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
-}
-
-// syncBuffer is an io.Writer safe for the test and run to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestHelpListsEverySetting(t *testing.T) {
@@ -94,7 +76,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	srv := bustest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, env(map[string]string{

@@ -38,6 +38,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/syncbuf"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
@@ -100,24 +101,6 @@ func newPKI(t *testing.T, dir string) pki {
 		serverCert: write("server.pem", "CERTIFICATE", sc), serverKey: write("server-key.pem", "EC PRIVATE KEY", sk),
 		clientCert: write("client.pem", "CERTIFICATE", cc), clientKey: write("client-key.pem", "EC PRIVATE KEY", ck),
 	}
-}
-
-// lockedBuffer is a buffer a logger writes to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // violations collects the server's permission violations.
@@ -254,9 +237,9 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := []byte("fedcba9876543210fedcba9876543210")
-	logs := map[string]*lockedBuffer{}
+	logs := map[string]*syncbuf.Buffer{}
 	start := func(name string) *worker.Process {
-		logs[name] = &lockedBuffer{}
+		logs[name] = &syncbuf.Buffer{}
 		p, err := worker.Start(ctx, worker.Settings{Name: name, Values: roles[name], StartupTimeout: 20 * time.Second,
 			LogOutput: logs[name]})
 		if err != nil {
