@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -270,6 +271,29 @@ var Replicas = Var{Env: "LINKPIPE_REPLICAS", Default: "1",
 		return nil
 	}}
 
+// LogLevel is linkpipe's own addition to the table: the lowest level a
+// worker logs. Per-link lines (issued, sent, redeemed...) are at debug, so
+// a busy pipeline at info does not write a line per email.
+var LogLevel = Var{Env: "LINKPIPE_LOG_LEVEL", Default: "info",
+	Usage: "lowest level logged: debug, info, warn or error (per-link lines are at debug)",
+	Check: func(s string) error { _, err := ParseLogLevel(s); return err }}
+
+// ParseLogLevel parses a value of LINKPIPE_LOG_LEVEL: debug, info, warn or
+// error (any case); empty is info.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
 // NATSVars are the settings of the NATS connection every worker and the
 // CLI read: the URL, credentials and TLS.
 func NATSVars() []Var {
@@ -278,16 +302,16 @@ func NATSVars() []Var {
 
 // IssuerVars are the issuer's settings.
 func IssuerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas)
+	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas, LogLevel)
 }
 
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
+	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, LogLevel,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 
 // RedeemerVars are the redeemer's settings.
 func RedeemerVars() []Var {
-	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas)
+	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas, LogLevel)
 }

@@ -342,7 +342,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	var done Done
 	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
 		m.metrics.duplicates.Inc()
-		log.Info("mail already done; not sending again", keyStatus, done.Status)
+		log.Debug("mail already done; not sending again", keyStatus, done.Status)
 		if err := m.ensureEvent(ctx, &done); err != nil {
 			return outcome{retry: true, err: err}
 		}
@@ -434,7 +434,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
 		return outcome{retry: true, err: err}
 	}
-	log.Info("mail sent", keyMessageID, messageID, keyAttempt, attempt)
+	log.Debug("mail sent", keyMessageID, messageID, keyAttempt, attempt)
 	return outcome{}
 }
 
