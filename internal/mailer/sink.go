@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -159,8 +160,9 @@ func (s *Sink) Message(id string) (SinkMessage, bool, error) {
 //
 //	GET <prefix>        the inbox, newest first: to, subject, time, link
 //	GET <prefix>/<id>   one email: headers, links, HTML (sandboxed), text
-//	GET <prefix>.json   every email as JSON ([]SinkMessage, newest first);
-//	                    ?to=<address> filters by recipient
+//	GET <prefix>.json   one page of emails as JSON ([]SinkMessage, newest
+//	                    first): ?limit=&before=<id>&to=<address>&bodies=false,
+//	                    the next page in the Link header (serveJSON)
 func (s *Sink) Handler(prefix string) http.Handler {
 	prefix = "/" + strings.Trim(prefix, "/")
 	if prefix == "/" {
@@ -186,24 +188,128 @@ func (s *Sink) Handler(prefix string) http.Handler {
 	})
 }
 
+// The pages of GET <prefix>.json.
+const (
+	// DefaultPageSize is how many emails one page lists without ?limit=.
+	DefaultPageSize = 50
+	// MaxPageSize bounds ?limit=; a larger one lists this many.
+	MaxPageSize = 500
+)
+
+// PageQuery selects one page of the inbox, newest first.
+type PageQuery struct {
+	// Limit is the most emails on the page (1..MaxPageSize).
+	Limit int
+	// Before lists only emails whose inbox id is below it; 0 starts with
+	// the newest.
+	Before uint64
+	// To keeps only the emails to this address (case-insensitive); empty
+	// keeps all.
+	To string
+}
+
+// Page returns one page of stored messages, newest first, and the Before
+// of the next page: 0 when this page is the last (a full page followed by
+// no older email is the last too).
+func (s *Sink) Page(q PageQuery) ([]SinkMessage, uint64, error) {
+	if q.Limit <= 0 || q.Limit > MaxPageSize {
+		q.Limit = MaxPageSize
+	}
+	var out []SinkMessage
+	var next uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(SinkBucket)).Cursor()
+		var k, v []byte
+		if q.Before == 0 {
+			k, v = c.Last()
+		} else if k, v = c.Seek(binary.BigEndian.AppendUint64(nil, q.Before)); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil; k, v = c.Prev() {
+			if len(out) == q.Limit {
+				next = binary.BigEndian.Uint64(k) + 1
+				return nil
+			}
+			var m SinkMessage
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("message %x: %w", k, err)
+			}
+			if q.To == "" || strings.EqualFold(m.To, q.To) {
+				out = append(out, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("mailer: sink: %w", err)
+	}
+	return out, next, nil
+}
+
+// serveJSON serves one page of the inbox as a JSON array, newest first:
+// ?limit= (default DefaultPageSize, at most MaxPageSize), ?before=<id>
+// (the emails older than that inbox id), ?to= (one recipient),
+// ?bodies=false (no text and html, for scripts that want the links). The
+// next page, when there is one, is in the Link header (rel="next") and in
+// X-Next-Before.
 func (s *Sink) serveJSON(w http.ResponseWriter, r *http.Request) {
-	msgs, err := s.Messages(0)
+	qs := r.URL.Query()
+	q := PageQuery{Limit: DefaultPageSize, To: qs.Get("to")}
+	if v := qs.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			http.Error(w, "limit must be a positive integer", http.StatusBadRequest)
+			return
+		}
+		q.Limit = min(n, MaxPageSize)
+	}
+	if v := qs.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			http.Error(w, "before must be an inbox id", http.StatusBadRequest)
+			return
+		}
+		q.Before = n
+	}
+	bodies := true
+	if v := qs.Get("bodies"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			http.Error(w, "bodies must be true or false", http.StatusBadRequest)
+			return
+		}
+		bodies = b
+	}
+	msgs, next, err := s.Page(q)
 	if err != nil {
 		http.Error(w, "inbox unreadable", http.StatusInternalServerError)
 		return
 	}
-	to := r.URL.Query().Get("to")
-	out := make([]SinkMessage, 0, len(msgs))
-	for _, m := range msgs {
-		if to == "" || strings.EqualFold(m.To, to) {
-			out = append(out, m)
+	if msgs == nil {
+		msgs = []SinkMessage{}
+	}
+	if !bodies {
+		for i := range msgs {
+			msgs[i].Text, msgs[i].HTML = "", ""
 		}
+	}
+	if next != 0 {
+		nq := url.Values{}
+		for k, v := range qs {
+			nq[k] = v
+		}
+		nq.Set("before", strconv.FormatUint(next, 10))
+		nq.Set("limit", strconv.Itoa(q.Limit))
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+nq.Encode()+`>; rel="next"`)
+		w.Header().Set("X-Next-Before", strconv.FormatUint(next, 10))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	_ = enc.Encode(msgs)
 }
 
 func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) {
