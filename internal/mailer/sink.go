@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,6 +29,11 @@ const SinkBucket = "sink"
 type Sink struct {
 	db    *bolt.DB
 	clock clock.Clock
+
+	// The group commit of Send (store).
+	mu         sync.Mutex
+	pending    []*storeReq
+	committing bool
 }
 
 // SinkMessage is one stored email; its JSON form is what GET <prefix>.json
@@ -87,26 +93,82 @@ func (s *Sink) Send(ctx context.Context, m *mail.Message) (string, error) {
 		Text: msg.Text, HTML: msg.HTML, Headers: msg.Headers, MailID: msg.Headers[mail.HeaderMailID],
 		Links: urlPattern.FindAllString(msg.Text, -1),
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(SinkBucket))
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		r := rec
-		r.ID = strconv.FormatUint(seq, 10)
-		r.MessageID = "sink-" + r.ID
-		data, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		rec = r
-		return b.Put(binary.BigEndian.AppendUint64(nil, seq), data)
-	})
-	if err != nil {
-		return "", fmt.Errorf("mailer: sink: %w: %w", mail.ErrTransient, err)
+	r := &storeReq{rec: rec, done: make(chan struct{}), lead: make(chan struct{})}
+	s.store(r)
+	if r.err != nil {
+		return "", fmt.Errorf("mailer: sink: %w: %w", mail.ErrTransient, r.err)
 	}
-	return rec.MessageID, nil
+	return r.rec.MessageID, nil
+}
+
+// storeReq is one email waiting to be stored; store fills rec's ID and
+// MessageID, or err, then closes done.
+type storeReq struct {
+	rec  SinkMessage
+	err  error
+	done chan struct{}
+	// lead is closed when this request's sender is to commit the
+	// pending requests (its own among them).
+	lead chan struct{}
+}
+
+// store commits r with every other email waiting at that moment in one
+// bbolt transaction (one fsync): a group commit. A sender that finds no
+// commit under way commits at once, alone; those that arrive meanwhile
+// wait, and the first of them commits them all when the running commit
+// ends. Unlike bolt's Batch there is no timer: one email alone is stored
+// without delay, and under load a transaction holds what queued during
+// the previous one.
+func (s *Sink) store(r *storeReq) {
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	if s.committing {
+		s.mu.Unlock()
+		select {
+		case <-r.done:
+			return
+		case <-r.lead:
+		}
+		s.mu.Lock()
+	}
+	s.committing = true
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(SinkBucket))
+		for _, q := range batch {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			q.rec.ID = strconv.FormatUint(seq, 10)
+			q.rec.MessageID = "sink-" + q.rec.ID
+			data, err := json.Marshal(q.rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, q := range batch {
+		q.err = err
+		if q != r {
+			close(q.done)
+		}
+	}
+
+	s.mu.Lock()
+	if len(s.pending) > 0 {
+		close(s.pending[0].lead)
+	} else {
+		s.committing = false
+	}
+	s.mu.Unlock()
 }
 
 // Messages returns the stored messages, newest first; limit <= 0 means all.

@@ -3,12 +3,14 @@ package mailer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -320,5 +322,48 @@ func TestInboxJSONMaxPage(t *testing.T) {
 	var list []mailer.SinkMessage
 	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != mailer.MaxPageSize || hdr.Get("X-Next-Before") != "2" {
 		t.Fatalf("%d emails, next %q (%v); want %d and the oldest on the next page", len(list), hdr.Get("X-Next-Before"), err, mailer.MaxPageSize)
+	}
+}
+
+// TestSinkStoresConcurrentSendsOnce: the group commit stores every one of
+// many concurrent sends exactly once, each under its own inbox id.
+func TestSinkStoresConcurrentSendsOnce(t *testing.T) {
+	s := newSink(t)
+	const senders, each = 16, 25
+	ids := make(chan string, senders*each)
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id, err := s.Send(context.Background(), &mail.Message{To: "pat@example.com", Subject: fmt.Sprintf("%d-%d", g, i), Text: "x"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %s given twice", id)
+		}
+		seen[id] = true
+	}
+	msgs, err := s.Messages(0)
+	if err != nil || len(msgs) != senders*each || len(seen) != senders*each {
+		t.Fatalf("%d stored, %d ids (%v), want %d", len(msgs), len(seen), err, senders*each)
+	}
+	subjects := map[string]bool{}
+	for _, m := range msgs {
+		if !seen[m.MessageID] || subjects[m.Subject] {
+			t.Fatalf("stored %+v: unknown id or stored twice", m)
+		}
+		subjects[m.Subject] = true
 	}
 }
