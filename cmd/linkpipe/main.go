@@ -4,7 +4,7 @@
 //	linkpipe setup                    create or update the streams (admin credentials)
 //	linkpipe publish signin ...       publish an action to any NATS server
 //	linkpipe explain ...              why a client's link did or did not work
-//	linkpipe load ...                 measure throughput and click latency
+//	linkpipe load ...                 measure emails/s, latencies and CPU per link
 package main
 
 import (
@@ -28,7 +28,8 @@ commands:
             rights; workers only create what is missing): linkpipe setup --replicas 3
   publish   publish an action: linkpipe publish signin --practice p --client c --email e
   explain   print the history of a client's or a link's links, for support
-  load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+  load      measure emails/s end to end, action→sent and redemption latency, CPU per link:
+            embedded stack, or -shape processes (nats-server, issuer, mailer, redeemer)
 
 Run "linkpipe <command> -h" for a command's flags.
 `
