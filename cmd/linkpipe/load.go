@@ -30,10 +30,11 @@ import (
 // each in its own (processes, the production shape).
 type loadStack struct {
 	natsURL string
-	// redeemerURL is the base of the links; inboxURL the sink's inbox.
-	redeemerURL, inboxURL string
-	keys                  *link.Keyring
-	practice              string
+	// redeemerURL is the base of the links; inboxURL the sink's inbox;
+	// sesURL the SES emulator the mailer sends to instead (-mail ses).
+	redeemerURL, inboxURL, sesURL string
+	keys                          *link.Keyring
+	practice                      string
 	// procs are the processes whose CPU time is measured, by role.
 	procs []loadProc
 	close func()
@@ -74,6 +75,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	binDir := fs.String("bin", "", "processes: directory of the issuer, mailer and redeemer binaries (default: built from ./cmd)")
 	natsURL := fs.String("nats-url", "", "processes: use this NATS server instead of starting one")
 	natsPID := fs.Int("nats-pid", 0, "processes with -nats-url: pid of that server, to measure its CPU")
+	mailTo := fs.String("mail", "sink", "processes: the mailer's driver, sink or ses (an aws-ses-v2-local process from testdeps/, whose own ceiling is measured too)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (logs, data) and print it")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the emails after this long")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +86,9 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if *syncMode != "always" && *syncMode != "default" {
 		return worker.BadConfig(fmt.Errorf("linkpipe load: -sync %q: always or default", *syncMode))
+	}
+	if *mailTo != "sink" && *mailTo != "ses" || *mailTo == "ses" && *shape != "processes" {
+		return worker.BadConfig(fmt.Errorf("linkpipe load: -mail %q: sink, or ses with -shape processes", *mailTo))
 	}
 	if *nActions < 1 || *conc < 1 || *rate <= 0 {
 		return worker.BadConfig(errors.New("linkpipe load: -actions, -concurrency and -redeem-rate must be positive"))
@@ -107,7 +112,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		st, err = embeddedStack(ctx, dir)
 	} else {
 		st, err = processStack(ctx, stdout, processOptions{dir: dir, sync: *syncMode, natsBin: *natsBin, binDir: *binDir,
-			natsURL: *natsURL, natsPID: *natsPID})
+			natsURL: *natsURL, natsPID: *natsPID, mail: *mailTo})
 	}
 	if err != nil {
 		return fmt.Errorf("linkpipe load: %w", err)
@@ -126,6 +131,11 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	r := &loadRun{st: st, nc: nc, js: js, out: stdout, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if err := r.emails(ctx, *nActions, *conc, *timeout); err != nil {
 		return fmt.Errorf("linkpipe load: %w", err)
+	}
+	if st.sesURL != "" {
+		if err := r.sesCeiling(ctx, min(*nActions, 3000), 8, *conc); err != nil {
+			return fmt.Errorf("linkpipe load: %w", err)
+		}
 	}
 	if *nRedeem > 0 {
 		if err := r.redeemOpenLoop(ctx, 0, *nRedeem, *rate); err != nil {
@@ -163,8 +173,8 @@ type loadRun struct {
 	js  jetstream.JetStream
 	out io.Writer
 	run string
-	// ids are the published actions' event ids, in order.
-	ids []string
+	// emailsPerSec is what the emails phase measured.
+	emailsPerSec float64
 }
 
 func (r *loadRun) eventID(i int) string { return "load-" + r.run + "-" + strconv.Itoa(i) }
@@ -281,13 +291,20 @@ func (r *loadRun) emails(ctx context.Context, n, conc int, timeout time.Duration
 		lat[i] = sentAt[i].Sub(published[i])
 	}
 	mu.Unlock()
-	inSink, err := r.sinkCount(ctx)
+	where, accepted := "the sink", 0
+	if r.st.sesURL != "" {
+		where = "the SES emulator"
+		accepted, err = sesCount(ctx, r.st.sesURL)
+	} else {
+		accepted, err = r.sinkCount(ctx)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(r.out, "emails: %d actions published by %d closed-loop publishers in %s (%.0f/s); %d sent in %s: %.0f emails/s; %d in the sink\n",
+	r.emailsPerSec = float64(n) / total.Seconds()
+	fmt.Fprintf(r.out, "emails: %d actions published by %d closed-loop publishers in %s (%.0f/s); %d sent in %s: %.0f emails/s; %d in %s\n",
 		n, conc, pubDur.Round(time.Millisecond), float64(n)/pubDur.Seconds(), n, total.Round(time.Millisecond),
-		float64(n)/total.Seconds(), inSink)
+		r.emailsPerSec, accepted, where)
 	fmt.Fprintf(r.out, "action→sent latency: %s\n", percentiles(lat))
 	r.reportCPU("emailed link", cpu0, cpu1, n)
 	return nil

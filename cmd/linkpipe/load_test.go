@@ -19,7 +19,7 @@ import (
 func loadReport(t *testing.T, out string, n int, roles ...string) {
 	t.Helper()
 	for _, re := range []string{
-		`emails: \d+ actions published by 3 closed-loop publishers in .* \(\d+/s\); \d+ sent in .*: \d+ emails/s; \d+ in the sink`,
+		`emails: \d+ actions published by 3 closed-loop publishers in .* \(\d+/s\); \d+ sent in .*: \d+ emails/s; \d+ in (the sink|the SES emulator)`,
 		`action→sent latency: p50 \S+ p99 \S+ max \S+`,
 		`redeem open loop at 50/s \(POST → 303\): 6 in .*: \d+/s; latency p50 \S+ p99 \S+ max \S+; unexpected answers 0`,
 		`used events: all 6`,
@@ -29,7 +29,7 @@ func loadReport(t *testing.T, out string, n int, roles ...string) {
 			t.Errorf("the report lacks %q:\n%s", re, out)
 		}
 	}
-	if got := regexp.MustCompile(`sent in .*; (\d+) in the sink`).FindStringSubmatch(out); got == nil || atoi(got[1]) < n {
+	if got := regexp.MustCompile(`sent in .*; (\d+) in the`).FindStringSubmatch(out); got == nil || atoi(got[1]) < n {
 		t.Errorf("sink count %v, want every email", got)
 	}
 	for _, role := range roles {
@@ -69,8 +69,30 @@ func TestLoadProcessesReports(t *testing.T) {
 	}
 }
 
+// TestLoadSESReports: the production shape with the mailer on the SES
+// driver against aws-ses-v2-local, whose own ceiling the run measures.
+func TestLoadSESReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts five processes")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("aws-ses-v2-local needs node")
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"load", "-shape", "processes", "-mail", "ses", "-actions", "12", "-concurrency", "3",
+		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2"}, env(nil), &out); err != nil {
+		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	loadReport(t, out.String(), 12, "nats-server", "aws-ses-v2-local", "issuer", "mailer", "redeemer")
+	for _, re := range []string{`aws-ses-v2-local alone: 12 SendEmail from 8 senders: \d+/s; failed 0`, `the pipeline's \d+ emails/s are \d+ % of the emulator's best`} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the report lacks %q:\n%s", re, out.String())
+		}
+	}
+}
+
 func TestLoadRefusesBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}} {
+	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}} {
 		err := run(t.Context(), append([]string{"load"}, args...), env(nil), io.Discard)
 		if !errors.Is(err, worker.ErrConfig) {
 			t.Errorf("load %v: %v, want a bad configuration", args, err)

@@ -10,19 +10,29 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/practice"
+	"github.com/linkpipe/linkpipe/internal/ses"
+	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 )
 
 // loadPractice is the practice the production-shape load publishes for.
@@ -36,6 +46,7 @@ type processOptions struct {
 	binDir  string
 	natsURL string
 	natsPID int
+	mail    string // sink or ses
 }
 
 // processStack starts a nats-server (unless o.natsURL), then the issuer,
@@ -103,6 +114,24 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 		st.procs = append(st.procs, loadProc{"nats-server", o.natsPID})
 	}
 
+	mailEnv := []string{"LINKPIPE_MAIL_DRIVER=sink", "LINKPIPE_INBOX_ADDR=127.0.0.1:0"}
+	if o.mail == "ses" {
+		cmd, url, err := startSESLocal(ctx, o.dir)
+		if cmd != nil {
+			cmds = append(cmds, cmd)
+		}
+		if err != nil {
+			return nil, err
+		}
+		st.sesURL = url
+		st.procs = append(st.procs, loadProc{"aws-ses-v2-local", cmd.Process.Pid})
+		fmt.Fprintf(stdout, "aws-ses-v2-local at %s, pid %d\n", url, cmd.Process.Pid)
+		mailEnv = []string{"LINKPIPE_MAIL_DRIVER=ses", "LINKPIPE_MAIL_FROM=links@load.example", "AWS_REGION=" + sestest.Region,
+			"AWS_ENDPOINT_URL_SESV2=" + url, "AWS_ACCESS_KEY_ID=AKIDLOAD", "AWS_SECRET_ACCESS_KEY=secret-load",
+			"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=" + os.DevNull, "AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
+			"LINKPIPE_INBOX_ADDR=127.0.0.1:0"}
+	}
+
 	linkKey, ticketKey := randomKey(), randomKey()
 	if st.keys, err = link.ParseKeyring("load:" + linkKey); err != nil {
 		return nil, err
@@ -119,7 +148,7 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 		env  []string
 	}{
 		{"issuer", []string{"LINKPIPE_LINK_KEY=load:" + linkKey}},
-		{"mailer", []string{"LINKPIPE_LINK_KEY=load:" + linkKey, "LINKPIPE_MAIL_DRIVER=sink", "LINKPIPE_INBOX_ADDR=127.0.0.1:0"}},
+		{"mailer", append([]string{"LINKPIPE_LINK_KEY=load:" + linkKey}, mailEnv...)},
 		{"redeemer", []string{"LINKPIPE_HTTP_ADDR=" + strings.TrimPrefix(st.redeemerURL, "http://"),
 			"LINKPIPE_PORTAL_URL=https://portal.example", "LINKPIPE_TICKET_KEY=" + ticketKey,
 			"LINKPIPE_TRUSTED_PROXIES=127.0.0.1/32"}},
@@ -141,7 +170,7 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 			return nil, ctx.Err()
 		}
 		st.procs = append(st.procs, loadProc{w.name, cmd.Process.Pid})
-		if w.name == "mailer" {
+		if w.name == "mailer" && st.sesURL == "" {
 			_, inbox, ok := strings.Cut(line, " inbox=")
 			if !ok {
 				return nil, fmt.Errorf("mailer: ready line %q names no inbox", line)
@@ -333,3 +362,101 @@ func cutLinkSubject(subject string) (linkID, typ string, ok bool) {
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// startSESLocal starts aws-ses-v2-local (node, from testdeps/, installed
+// there by npm ci when missing) on a free loopback port and waits for its
+// health check.
+func startSESLocal(ctx context.Context, dir string) (*exec.Cmd, string, error) {
+	cli, err := sestest.FindCLI()
+	if err != nil {
+		return nil, "", fmt.Errorf("aws-ses-v2-local: %w", err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		return nil, "", errors.New("aws-ses-v2-local needs node, which is not on PATH")
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd, err := startProcess(node, []string{cli, "--host", "127.0.0.1", "--port", strconv.Itoa(port)},
+		[]string{"SMTP_TRANSPORT="}, filepath.Join(dir, "aws-ses-v2-local.log"), nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("aws-ses-v2-local: %w", err)
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/health-check")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, url, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return cmd, "", fmt.Errorf("aws-ses-v2-local at %s: no health check: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sesCount is how many emails the emulator holds (GET /store).
+func sesCount(ctx context.Context, url string) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/store", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("aws-ses-v2-local store: %w", err)
+	}
+	defer resp.Body.Close()
+	var store struct {
+		Emails []json.RawMessage `json:"emails"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&store); err != nil {
+		return 0, fmt.Errorf("aws-ses-v2-local store: %w", err)
+	}
+	return len(store.Emails), nil
+}
+
+// sesCeiling measures the emulator's own rate: n SendEmail calls through
+// the mailer's SES client (internal/ses) from each number of concurrent
+// senders, and the pipeline's emails/s as a share of the best.
+func (r *loadRun) sesCeiling(ctx context.Context, n int, concs ...int) error {
+	s, err := ses.New(ctx, func(o *sesv2.Options) {
+		o.Region = sestest.Region
+		o.BaseEndpoint = aws.String(r.st.sesURL)
+		o.Credentials = credentials.NewStaticCredentialsProvider("AKIDLOAD", "secret-load", "")
+	})
+	if err != nil {
+		return err
+	}
+	m, err := mail.Render(&mail.Command{MailID: "L-ceiling-signin", Kind: mail.KindSignin, PracticeID: loadPractice,
+		To: events.Client{ID: "ceiling", Email: "ceiling@example.com"}, ValidFrom: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}, practice.Settings{Name: "Load Practice"}, r.st.redeemerURL+"/l/x")
+	if err != nil {
+		return err
+	}
+	m.From = "links@load.example"
+	best := 0.0
+	for _, conc := range concs {
+		var next, failed atomic.Int64
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(n) && ctx.Err() == nil {
+					if _, err := s.Send(ctx, m); err != nil {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		rate := float64(n) / time.Since(t0).Seconds()
+		best = max(best, rate)
+		fmt.Fprintf(r.out, "aws-ses-v2-local alone: %d SendEmail from %d senders: %.0f/s; failed %d\n", n, conc, rate, failed.Load())
+	}
+	fmt.Fprintf(r.out, "  the pipeline's %.0f emails/s are %.0f %% of the emulator's best\n", r.emailsPerSec, 100*r.emailsPerSec/best)
+	return nil
+}
