@@ -10,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -118,4 +122,37 @@ func TestProcCPUReadsThisProcess(t *testing.T) {
 	if _, err := procCPU(1 << 30); err == nil {
 		t.Error("no error for a pid that does not exist")
 	}
+}
+
+// BenchmarkEmailsEndToEnd guards the whole path on a real (embedded)
+// nats-server: b.N sign-ins published by 64 closed-loop publishers until
+// every sent event, reporting emails/s and the CPU per emailed link of this
+// process (issuer, mailer with the sink, redeemer, server and publishers
+// together). Run it with -benchtime <n>x; `linkpipe load -shape processes`
+// measures the production shape.
+func BenchmarkEmailsEndToEnd(b *testing.B) {
+	st, err := embeddedStack(b.Context(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.close()
+	nc, err := nats.Connect(st.natsURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	cpu0, _ := procCPU(os.Getpid())
+	b.ResetTimer()
+	if err := r.emails(b.Context(), b.N, 64, 5*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	cpu1, _ := procCPU(os.Getpid())
+	b.ReportMetric(r.emailsPerSec, "emails/s")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/link")
 }
