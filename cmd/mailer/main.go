@@ -92,7 +92,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
-	srv, err := p.Serve(config.AdminAddr, p.AdminMux())
+	// Not ready while SES refuses every send (sending paused, account
+	// suspended, ...): the mailer keeps retrying, /readyz tells the operator.
+	srv, err := p.Serve(config.AdminAddr, p.AdminMux(m.Ready))
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	netmail "net/mail"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -100,6 +101,57 @@ type Mailer struct {
 	log        *slog.Logger
 	metrics    metrics
 	loop       *bus.Loop
+	// refusals counts the sends refused in a row with mail.ErrRefused
+	// (the provider refuses every send until an operator acts), since the
+	// provider last answered about an email itself; lastRefusal is the
+	// latest such error's (scrubbed) text. Ready reads both.
+	refusals    atomic.Int64
+	lastRefusal atomic.Pointer[string]
+}
+
+// RefusalsNotReady is how many sends in a row the provider must refuse
+// wholesale (mail.ErrRefused: sending paused, account suspended, domain not
+// verified, ...) before Ready reports the mailer not ready. One send the
+// provider accepts, or refuses for that email only, makes it ready again.
+const RefusalsNotReady = 3
+
+// ErrProviderRefusing is Ready's error while the mail provider refuses
+// every send.
+var ErrProviderRefusing = errors.New("mailer: the mail provider refuses every send")
+
+// Ready is the mailer's readiness check (an admin.Ready): nil unless the
+// last RefusalsNotReady sends or more were all refused wholesale, in which
+// case the error wraps ErrProviderRefusing and says why. The mailer keeps
+// retrying meanwhile; the first send that goes through makes it ready.
+func (m *Mailer) Ready(context.Context) error {
+	n := m.refusals.Load()
+	if n < RefusalsNotReady {
+		return nil
+	}
+	last := ""
+	if p := m.lastRefusal.Load(); p != nil {
+		last = *p
+	}
+	return fmt.Errorf("%w: the last %d sends were refused (%s)", ErrProviderRefusing, n, last)
+}
+
+// noteSend updates the refusal streak with the outcome of one send.
+func (m *Mailer) noteSend(err error) {
+	switch {
+	case err == nil, mail.IsPermanent(err):
+		m.refusals.Store(0)
+	case errors.Is(err, mail.ErrRefused):
+		text := err.Error()
+		m.lastRefusal.Store(&text)
+		m.refusals.Add(1)
+	default:
+		return // throttled, 5xx, timeouts: says nothing about refusals
+	}
+	v := 0.0
+	if m.refusals.Load() >= RefusalsNotReady {
+		v = 1
+	}
+	m.metrics.refusing.Set(v)
 }
 
 // Log keys.
@@ -160,6 +212,7 @@ type metrics struct {
 	sendTime   prometheus.Histogram
 	duplicates prometheus.Counter
 	poison     prometheus.Counter
+	refusing   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -176,10 +229,13 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."}),
 		poison: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "linkpipe_mailer_poison_total", Help: "Undecodable mail commands moved to deadletter.mail."}),
+		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linkpipe_mailer_provider_refusing",
+			Help: "1 while the mail provider refuses every send (sending paused, account suspended, ...): /readyz answers 503."}),
 	}
 	if err := errors.Join(
 		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime),
-		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison),
+		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison), bus.Register(reg, &m.refusing),
 	); err != nil {
 		return metrics{}, fmt.Errorf("mailer: metrics: %w", err)
 	}
@@ -409,6 +465,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	// before it becomes a reason, a log line or the error bus.Loop logs.
 	err = mail.ScrubError(err)
 	m.metrics.sendTime.Observe(time.Since(start).Seconds())
+	m.noteSend(err)
 	if err != nil {
 		if mail.IsPermanent(err) {
 			return m.giveUp(ctx, cmd, err.Error(), log)
