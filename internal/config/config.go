@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/linkpipe/linkpipe/events"
@@ -83,6 +84,10 @@ var (
 			}
 			return nil
 		}}
+	// MailMaxAttempts is the mailer's attempt budget per email.
+	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
+		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
+		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
@@ -193,6 +198,14 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
+func checkPositiveInt(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return errors.New("must be a whole number of at least 1")
+	}
+	return nil
+}
+
 func checkAddr(s string) error {
 	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 		return fmt.Errorf("%q is not host:port", s)
@@ -284,6 +297,7 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
+		MailMaxAttempts,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 

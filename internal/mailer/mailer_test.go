@@ -373,7 +373,7 @@ func TestSendsThroughAWSSESV2Local(t *testing.T) {
 
 func TestTransientFailuresAreRetriedUntilOneEmail(t *testing.T) {
 	e := newEnv(t)
-	fake := sestest.NewFake(t, sestest.Throttled, sestest.Internal, sestest.Bare500)
+	fake := sestest.NewFake(t, sestest.Internal, sestest.Throttled, sestest.Bare500)
 	sender, err := ses.New(ctx(t), fake.Options())
 	if err != nil {
 		t.Fatal(err)
@@ -437,6 +437,35 @@ func TestRejectedAddressFailsPermanentlyOnce(t *testing.T) {
 	if v := counter(t, reg, "linkpipe_mailer_failed_total", "permanent", "true"); v != 1 {
 		t.Errorf("failed_total{permanent=true} = %v", v)
 	}
+	e.deadLetter(t, cmd, "suppression list")
+}
+
+// deadLetter checks that cmd, given up, is on deadletter.mail, once, with a
+// reason that says want, and returns the dead letter.
+func (e *env) deadLetter(t testing.TB, cmd *mail.Command, want string) *jetstream.RawStreamMsg {
+	t.Helper()
+	var dl *jetstream.RawStreamMsg
+	eventually.True(t, 30*time.Second, func() bool {
+		m, err := bus.NewReader(e.js, bus.StreamDeadLetter).Last(ctx(t), bus.DeadLetterPrefix+"mail")
+		if err == nil {
+			dl = m
+		}
+		return err == nil
+	}, "the dead letter")
+	if n := e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail"); n != 1 {
+		t.Errorf("%d dead letters, want 1", n)
+	}
+	if got := dl.Header.Get(bus.HeaderSource); got != bus.MailCommandPrefix+cmd.MailID {
+		t.Errorf("dead letter source %q", got)
+	}
+	if r := dl.Header.Get(bus.HeaderReason); !strings.Contains(r, want) || strings.Contains(r, "@") {
+		t.Errorf("dead letter reason %q, want it to say %q and name no address", r, want)
+	}
+	var got mail.Command
+	if err := json.Unmarshal(dl.Data, &got); err != nil || got.MailID != cmd.MailID {
+		t.Errorf("dead letter is not the command: %v %s", err, dl.Data)
+	}
+	return dl
 }
 
 func TestExpiredLinkIsNotSent(t *testing.T) {
@@ -454,6 +483,121 @@ func TestExpiredLinkIsNotSent(t *testing.T) {
 	if n := len(messages(t, sink)); n != 0 {
 		t.Errorf("%d emails for an expired link", n)
 	}
+	e.deadLetter(t, cmd, "expired")
+}
+
+// An email that keeps failing ends after its attempt budget: one
+// permanent .failed and a dead letter saying why, and no more sends.
+func TestAttemptBudgetEndsTheEmail(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	fake.Always(sestest.Internal)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e.start(t, sender, reg, func(c *mailer.Config) { c.MaxAttempts = 3 })
+	cmd, _ := e.signin(t, "evt-budget", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool {
+		ev, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+		return ok && ev.Permanent
+	}, "the permanent failed event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	ev, _ := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+	if !strings.Contains(ev.Reason, "not sent after 3 attempts") || !strings.Contains(ev.Reason, "InternalServiceError") {
+		t.Errorf("reason %q", ev.Reason)
+	}
+	if n := fake.Attempts(); n != 3 {
+		t.Errorf("%d attempts, want 3", n)
+	}
+	e.deadLetter(t, cmd, "not sent after 3 attempts")
+	// One "will retry" and one final event.
+	if n := e.count(t, bus.StreamLinks, events.LinkSubject(cmd.LinkID, events.TypeFailed)); n != 2 {
+		t.Errorf("%d failed events, want 2", n)
+	}
+	if v := counter(t, reg, "linkpipe_mailer_failed_total", "permanent", "true"); v != 1 {
+		t.Errorf("failed_total{permanent=true} = %v", v)
+	}
+}
+
+// A command delivered past the budget (its sends never failed: here the
+// key it needs is missing, so it is never sent) ends too.
+func TestRedeliveriesPastTheBudgetEndTheEmail(t *testing.T) {
+	e := newEnv(t)
+	sink := e.sink(t)
+	e.start(t, sink, nil, func(c *mailer.Config) {
+		c.MaxAttempts = 2
+		c.Keys = link.NewKeyring("k9", make([]byte, 32)) // not the key the command names
+	})
+	cmd, _ := e.signin(t, "evt-nokey", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool {
+		ev, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+		return ok && ev.Permanent
+	}, "the permanent failed event")
+	e.deadLetter(t, cmd, "not sent after 2 attempts")
+	if n := len(messages(t, sink)); n != 0 {
+		t.Errorf("%d emails", n)
+	}
+}
+
+// Throttling is retried without telling anyone the email failed.
+func TestThrottlingPublishesNoFailedEvent(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t, sestest.Throttled, sestest.Throttled.In(sestest.InType), sestest.Throttled.In(sestest.InCode))
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, sender, nil)
+	cmd, _ := e.signin(t, "evt-throttled", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	if n := fake.Attempts(); n != 4 {
+		t.Errorf("%d attempts, want 4", n)
+	}
+	if n := e.count(t, bus.StreamLinks, events.LinkSubject(cmd.LinkID, events.TypeFailed)); n != 0 {
+		t.Errorf("%d failed events for throttling, want 0", n)
+	}
+}
+
+// An email without a link (an in-person appointment's confirmation)
+// reports its outcome under its mail id, sent or failed for good.
+func TestEmailWithoutLinkPublishesItsOutcome(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	fake.FailTo("gone@example.com", sestest.Rejected)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, sender, nil)
+	starts := t0.Add(48 * time.Hour)
+	inPerson := func(eventID, email string) *mail.Command {
+		return &mail.Command{
+			MailID: mail.EventMailID("acme", eventID, mail.KindAppointmentConfirmed), Kind: mail.KindAppointmentConfirmed,
+			PracticeID: "acme", To: events.Client{ID: "c-" + eventID, Email: email, Name: "Pat"},
+			Appointment:  &events.Appointment{ID: "appt-" + eventID, StartsAt: &starts, ClinicianName: "Dr. Lee"},
+			CauseEventID: eventID, At: t0,
+		}
+	}
+	ok, bad := inPerson("evt-inperson", "pat@example.com"), inPerson("evt-inperson-gone", "gone@example.com")
+	e.queue(t, ok)
+	e.queue(t, bad)
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, ok.MailID, events.TypeSent); return ok }, "the sent event")
+	ev, _ := e.lastEvent(t, ok.MailID, events.TypeSent)
+	if ev.LinkID != ok.MailID || ev.MailID != ok.MailID || ev.AppointmentID != "appt-evt-inperson" || ev.ClientID != "c-evt-inperson" || ev.MessageID == "" {
+		t.Errorf("sent event %+v", ev)
+	}
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, bad.MailID, events.TypeFailed); return ok }, "the failed event")
+	fev, _ := e.lastEvent(t, bad.MailID, events.TypeFailed)
+	if !fev.Permanent || fev.AppointmentID != "appt-evt-inperson-gone" {
+		t.Errorf("failed event %+v", fev)
+	}
+	e.deadLetter(t, bad, "suppression list")
 }
 
 func TestWrongKeyNeverSendsABrokenLink(t *testing.T) {
