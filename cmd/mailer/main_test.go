@@ -67,6 +67,8 @@ func TestBadConfigNamesTheSetting(t *testing.T) {
 		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_FROM": "not an address"}, "LINKPIPE_MAIL_FROM"},
 		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "smtp"}, "LINKPIPE_MAIL_DRIVER"},
 		{map[string]string{"LINKPIPE_LINK_KEY": "short"}, "LINKPIPE_LINK_KEY"},
+		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "sink", "LINKPIPE_MAIL_MAX_ATTEMPTS": "0"}, "LINKPIPE_MAIL_MAX_ATTEMPTS"},
+		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "sink", "LINKPIPE_MAIL_MAX_ATTEMPTS": "many"}, "LINKPIPE_MAIL_MAX_ATTEMPTS"},
 	}
 	for _, c := range cases {
 		err := run(context.Background(), nil, envOf(c.env), io.Discard)

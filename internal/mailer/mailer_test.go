@@ -117,7 +117,7 @@ func (e *env) sink(t testing.TB) *mailer.Sink {
 }
 
 // start runs a mailer until the test ends.
-func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registerer, mods ...func(*mailer.Config)) {
+func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registerer, mods ...func(*mailer.Config)) *mailer.Mailer {
 	t.Helper()
 	cfg := mailer.Config{JS: e.js, Keys: e.keys, Practices: e.dir, Sender: sender, From: "links@acme.example",
 		PublicURL: publicURL + "/", Clock: e.clock, Metrics: reg, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
@@ -137,6 +137,7 @@ func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registere
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return m
 }
 
 // drained reports whether the mailer consumer has nothing left to do.
@@ -739,4 +740,77 @@ func TestSlowSendKeepsTheMessage(t *testing.T) {
 	if sender.sends[cmd.MailID] != 1 {
 		t.Fatalf("sent %d times, want 1", sender.sends[cmd.MailID])
 	}
+}
+
+// Ready turns false only after RefusalsNotReady wholesale refusals in a
+// row; throttling and 5xx say nothing about it; one send SES answers about
+// the email itself (accepted, or refused for that email only) ends it.
+func TestReadyOnlyWhileEverySendIsRefused(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := e.start(t, sender, reg, func(c *mailer.Config) { c.RetryMax = 20 * time.Millisecond })
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Fatalf("at start: %v", err)
+	}
+	refusals := make([]sestest.Fault, 0, mailer.RefusalsNotReady+2)
+	for range mailer.RefusalsNotReady - 1 {
+		refusals = append(refusals, sestest.Suspended)
+	}
+	// A throttle and a 5xx in between neither count nor reset.
+	refusals = append(refusals, sestest.Throttled, sestest.Internal, sestest.DomainUnproved.In(sestest.InCode))
+	fake.Script(refusals...)
+	fake.FailTo("gone@example.com", sestest.Rejected)
+	cmd, _ := e.signin(t, "evt-ready", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool { return fake.Attempts() >= len(refusals) }, "the scripted refusals")
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Errorf("after a send went through: %v", err)
+	}
+	// Refused wholesale again, then a refusal of one email: ready again.
+	fake.FailTo("paused@example.com", sestest.SendingPaused)
+	var paused []*mail.Command
+	for i := range mailer.RefusalsNotReady {
+		c, _ := e.signin(t, fmt.Sprintf("evt-paused-%d", i), "paused@example.com")
+		e.queue(t, c)
+		paused = append(paused, c)
+	}
+	eventually.True(t, 30*time.Second, func() bool { return errors.Is(m.Ready(ctx(t)), mailer.ErrProviderRefusing) }, "not ready")
+	if v := gauge(t, reg, "linkpipe_mailer_provider_refusing"); v != 1 {
+		t.Errorf("linkpipe_mailer_provider_refusing %v, want 1", v)
+	}
+	fake.FailTo("paused@example.com", sestest.Rejected)
+	for _, c := range paused {
+		eventually.True(t, 30*time.Second, func() bool {
+			ev, ok := e.lastEvent(t, c.LinkID, events.TypeFailed)
+			return ok && ev.Permanent
+		}, "the rejection")
+	}
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Errorf("after SES judged an email itself: %v", err)
+	}
+	if v := gauge(t, reg, "linkpipe_mailer_provider_refusing"); v != 0 {
+		t.Errorf("linkpipe_mailer_provider_refusing %v, want 0", v)
+	}
+}
+
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }
