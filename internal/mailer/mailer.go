@@ -37,7 +37,7 @@
 // "failed" and links.<id>.failed with permanent=true, and is acked. Every
 // email therefore ends sent or failed for good, with a lifecycle event
 // either way: an email without a link (an in-person appointment's
-// confirmation or cancellation) reports under its mail id,
+// confirmation, reminder, ...) reports under its mail id,
 // links.<mail_id>.sent or .failed. A command that cannot be decoded is
 // copied to deadletter.mail and terminated. A provider's error text is
 // scrubbed of addresses and tokens (mail.Scrub) before it becomes a
@@ -213,7 +213,7 @@ type Done struct {
 // Event returns the lifecycle event that reports d: links.<link_id>.sent
 // or .failed, and for an email without a link (an in-person appointment's
 // confirmation or cancellation) links.<mail_id>.sent or .failed, whose
-// link_id is the mail id (see EventLinkID).
+// link_id is the mail id (see eventLinkID).
 func (d *Done) Event() *events.LinkEvent {
 	typ := events.TypeSent
 	if d.Status == StatusFailed {
