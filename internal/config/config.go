@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/linkpipe/linkpipe/events"
@@ -84,6 +85,10 @@ var (
 			}
 			return nil
 		}}
+	// MailMaxAttempts is the mailer's attempt budget per email.
+	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
+		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
+		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
@@ -190,6 +195,14 @@ func checkBaseURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%q is not an absolute http(s) URL without query", s)
+	}
+	return nil
+}
+
+func checkPositiveInt(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return errors.New("must be a whole number of at least 1")
 	}
 	return nil
 }
@@ -308,6 +321,7 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, LogLevel,
+		MailMaxAttempts,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 

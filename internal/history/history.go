@@ -40,42 +40,12 @@ type Timeline struct {
 	Scopes map[string]string
 }
 
-// readAll returns every message of stream matching the filters.
-func readAll(ctx context.Context, js jetstream.JetStream, stream string, filters ...string) ([]jetstream.Msg, error) {
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
-	if err != nil {
-		return nil, fmt.Errorf("history: read %s: %w", stream, err)
-	}
-	var out []jetstream.Msg
-	for {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			return nil, fmt.Errorf("history: read %s: %w", stream, err)
-		}
-		n := 0
-		pending := uint64(0)
-		for m := range batch.Messages() {
-			out = append(out, m)
-			n++
-			if md, err := m.Metadata(); err == nil {
-				pending = md.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("history: read %s: %w", stream, err)
-		}
-		if n == 0 || pending == 0 {
-			return out, nil
-		}
-	}
-}
-
 // Client returns the timeline of every link of a client.
 func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID string) (*Timeline, error) {
 	if !events.ValidID(practiceID) || !events.ValidID(clientID) {
 		return nil, errors.New("history: practice and client must be ids ([A-Za-z0-9_-]{1,64})")
 	}
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, scope.ClientFilter(practiceID, clientID))
+	scopeMsgs, err := bus.ReadAll(ctx, js, bus.StreamScopes, scope.ClientFilter(practiceID, clientID))
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +87,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 	}
 	subject := scope.OfLink(&issued)
 	tl.Scopes[linkID] = subject
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, subject)
+	scopeMsgs, err := bus.ReadAll(ctx, js, bus.StreamScopes, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +106,7 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 }
 
 func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID string) error {
-	msgs, err := readAll(ctx, js, bus.StreamLinks, "links."+linkID+".>")
+	msgs, err := bus.ReadAll(ctx, js, bus.StreamLinks, "links."+linkID+".>")
 	if err != nil {
 		return err
 	}

@@ -49,12 +49,15 @@ type MailerSettings struct {
 	From string
 	// PublicURL is the redeemer's base URL.
 	PublicURL string
+	// MaxAttempts is the attempt budget of one email
+	// (LINKPIPE_MAIL_MAX_ATTEMPTS; 0: mailer.DefaultMaxAttempts).
+	MaxAttempts int
 }
 
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
-		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
 
 // RedeemerSettings are the redeemer's own settings.

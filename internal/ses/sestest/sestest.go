@@ -249,21 +249,69 @@ func (l *Local) Fetch(ctx context.Context) ([]Email, error) {
 	return store.Emails, nil
 }
 
-// Fault is one scripted answer of Fake. Status 0 means "accept".
-type Fault struct {
-	Status int
-	// Code goes to X-Amzn-ErrorType (e.g. TooManyRequestsException,
-	// MessageRejected); empty sends none.
-	Code    string
-	Message string
+// Shape is where a Fault's error code travels. The SDK reads all three
+// (smithy-go's restjson1: the X-Amzn-ErrorType header first, then the
+// body's "__type", then its "code") and strips a "namespace#" prefix and a
+// ":uri" suffix, as real SES answers carry them.
+type Shape uint8
+
+// Shapes of an SES v2 error answer.
+const (
+	// InHeader: X-Amzn-ErrorType: <Code>:http://internal.amazon.com/coral/com.amazonaws.sesv2/
+	// with {"message": ...} as the body (what SES v2 itself sends).
+	InHeader Shape = iota
+	// InType: {"__type": "com.amazonaws.sesv2#<Code>", "message": ...}.
+	InType
+	// InCode: {"code": "<Code>", "message": ...}.
+	InCode
+)
+
+// Shapes lists every Shape, for tests that try each.
+var Shapes = []Shape{InHeader, InType, InCode}
+
+func (s Shape) String() string {
+	switch s {
+	case InHeader:
+		return "header"
+	case InType:
+		return "__type"
+	case InCode:
+		return "code"
+	}
+	return "unknown"
 }
 
-// Common faults.
+// Fault is one scripted answer of Fake. Status 0 (and no Delay) means
+// "accept".
+type Fault struct {
+	Status int
+	// Code is the SES error code (e.g. TooManyRequestsException,
+	// MessageRejected), sent as Shape says; empty sends none.
+	Code    string
+	Message string
+	Shape   Shape
+	// Delay holds the answer back that long, or until the client gives up
+	// (a timeout); with Status 0 the email is then accepted.
+	Delay time.Duration
+}
+
+// In returns f with its code sent in shape s.
+func (f Fault) In(s Shape) Fault { f.Shape = s; return f }
+
+// Common faults, with the status and code real SES v2 answers.
 var (
 	Throttled = Fault{Status: http.StatusTooManyRequests, Code: "TooManyRequestsException", Message: "Maximum sending rate exceeded."}
 	Internal  = Fault{Status: http.StatusInternalServerError, Code: "InternalServiceErrorException", Message: "internal failure"}
 	Bare500   = Fault{Status: http.StatusInternalServerError}
 	Rejected  = Fault{Status: http.StatusBadRequest, Code: "MessageRejected", Message: "Email address is on the suppression list."}
+	// BadAddress is SES's answer to an address it cannot parse.
+	BadAddress = Fault{Status: http.StatusBadRequest, Code: "BadRequestException", Message: "Illegal address"}
+	// The account-wide refusals an operator fixes.
+	SendingPaused  = Fault{Status: http.StatusBadRequest, Code: "SendingPausedException", Message: "Sending is paused for this account."}
+	Suspended      = Fault{Status: http.StatusBadRequest, Code: "AccountSuspendedException", Message: "Your account has been suspended."}
+	DomainUnproved = Fault{Status: http.StatusBadRequest, Code: "MailFromDomainNotVerifiedException", Message: "The MAIL FROM domain is not verified."}
+	NoConfigSet    = Fault{Status: http.StatusNotFound, Code: "NotFoundException", Message: "Configuration set <linkpipe> does not exist."}
+	Forbidden      = Fault{Status: http.StatusForbidden, Code: "AccessDeniedException", Message: "User is not authorized to perform ses:SendEmail."}
 )
 
 // Received is one email Fake accepted.
@@ -285,6 +333,7 @@ type Fake struct {
 	mu       sync.Mutex
 	script   []Fault
 	byTo     map[string]Fault
+	always   *Fault
 	attempts int
 	accepted []Received
 }
@@ -304,6 +353,19 @@ func NewFake(t testing.TB, faults ...Fault) *Fake {
 func (f *Fake) FailTo(address string, fault Fault) {
 	f.mu.Lock()
 	f.byTo[address] = fault
+	f.mu.Unlock()
+}
+
+// Always makes every request that neither FailTo nor the script answers
+// get fault (an account SES refuses wholesale); Always(Fault{}) accepts
+// again.
+func (f *Fake) Always(fault Fault) {
+	f.mu.Lock()
+	if fault == (Fault{}) {
+		f.always = nil
+	} else {
+		f.always = &fault
+	}
 	f.mu.Unlock()
 }
 
@@ -367,20 +429,31 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.attempts++
-	var fault Fault
+	fault, found := Fault{}, false
 	for _, to := range in.Destination.ToAddresses {
 		if ft, ok := f.byTo[to]; ok {
-			fault = ft
+			fault, found = ft, true
 		}
 	}
-	if fault.Status == 0 && len(f.script) > 0 {
-		fault, f.script = f.script[0], f.script[1:]
+	if !found && len(f.script) > 0 {
+		fault, f.script, found = f.script[0], f.script[1:], true
+	}
+	if !found && f.always != nil {
+		fault = *f.always
+	}
+	f.mu.Unlock()
+	if fault.Delay > 0 {
+		select {
+		case <-time.After(fault.Delay):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if fault.Status != 0 {
-		f.mu.Unlock()
 		writeFault(w, fault)
 		return
 	}
+	f.mu.Lock()
 	s := in.Content.Simple
 	rec := Received{
 		MessageID: "fake-" + strconv.Itoa(len(f.accepted)+1),
@@ -403,11 +476,19 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeFault(w http.ResponseWriter, f Fault) {
+	body := map[string]string{"message": f.Message}
 	if f.Code != "" {
-		w.Header().Set("X-Amzn-ErrorType", f.Code)
+		switch f.Shape {
+		case InHeader:
+			w.Header().Set("X-Amzn-ErrorType", f.Code+":http://internal.amazon.com/coral/com.amazonaws.sesv2/")
+		case InType:
+			body["__type"] = "com.amazonaws.sesv2#" + f.Code
+		case InCode:
+			body["code"] = f.Code
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(f.Status)
-	msg, _ := json.Marshal(map[string]string{"message": f.Message})
+	msg, _ := json.Marshal(body)
 	w.Write(msg)
 }
