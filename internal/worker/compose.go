@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
@@ -19,6 +20,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/support"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -104,4 +106,15 @@ func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
 	mux.Handle(InboxPath, h)
 	mux.Handle(InboxPath+"/", h)
 	mux.Handle(InboxPath+".json", h)
+}
+
+// MountSupport serves the support view (support.Path and its .json) on
+// mux, reading the ledger with d.JS: on the admin address of the workers
+// that may read SCOPES and LINKS (issuer, redeemer), only to requests
+// addressed to an IP, localhost or a service name (admin.InternalHostsOnly,
+// against DNS rebinding).
+func MountSupport(mux *http.ServeMux, d Deps) {
+	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock))
+	mux.Handle(support.Path, h)
+	mux.Handle(support.Path+".json", h)
 }
