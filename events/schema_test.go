@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/npmdeps"
 )
 
 // The contract for publishers in other languages lives in schema/ (JSON
@@ -402,6 +403,55 @@ func TestAsyncAPIMatchesSubjects(t *testing.T) {
 		if !seen[addr] {
 			t.Errorf("asyncapi.yaml has no channel for %s", addr)
 		}
+	}
+}
+
+// TestAsyncAPIDocumentIsValid validates asyncapi.yaml against the AsyncAPI
+// 3.0.0 JSON Schema of the AsyncAPI Initiative (npm @asyncapi/specs, in
+// testdeps/, installed on first use).
+func TestAsyncAPIDocumentIsValid(t *testing.T) {
+	deps, err := npmdeps.Find("testdeps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	specPath := filepath.Join(deps, "node_modules", "@asyncapi", "specs", "schemas", "3.0.0.json")
+	if err := npmdeps.Install(deps, specPath); errors.Is(err, npmdeps.ErrNoNPM) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	spec, err := jsonschema.UnmarshalJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	const id = "http://asyncapi.com/definitions/3.0.0/asyncapi.json"
+	if err := c.AddResource(id, spec); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	j, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(sch, j); err != nil {
+		t.Fatalf("asyncapi.yaml is not a valid AsyncAPI 3.0.0 document: %v", err)
 	}
 }
 
