@@ -223,6 +223,14 @@ func TestSchemaForEveryLifecycleType(t *testing.T) {
 			}
 		})
 	}
+	// An email without a link (an in-person appointment's) reports under
+	// its mail id, with no purpose.
+	linkless, _ := json.Marshal(&events.LinkEvent{EventID: "sent-Mabc-appointment_confirmed", Type: events.TypeSent,
+		LinkID: "Mabc-appointment_confirmed", PracticeID: "acme", ClientID: "c-7", At: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
+		MailID: "Mabc-appointment_confirmed", MailKind: "appointment_confirmed", MessageID: "ses-1", AppointmentID: "appt-2"})
+	if err := validate(c.schema(t, "links."+events.TypeSent+".json"), linkless); err != nil {
+		t.Errorf("the sent event of an email without a link fails its schema: %v", err)
+	}
 	// No schema for a type the code does not have.
 	for name := range c.docs {
 		if typ, ok := strings.CutPrefix(name, "links."); ok {
