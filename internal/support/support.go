@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -31,6 +32,9 @@ const Path = "/support"
 
 // Timeout bounds reading the ledger for one request.
 const Timeout = 20 * time.Second
+
+// keyErr is the log key of an error, as every worker's.
+const keyErr = "err"
 
 //go:embed support.html
 var pageFS embed.FS
@@ -60,12 +64,16 @@ type Answer struct {
 }
 
 // Handler serves the view at Path and Path+".json", reading the ledger
-// with js and judging links at clk's now.
-func Handler(js jetstream.JetStream, clk clock.Clock) http.Handler {
+// with js and judging links at clk's now; a ledger it cannot read is
+// logged to log (nil: not logged) and answered 503.
+func Handler(js jetstream.JetStream, clk clock.Clock, log *slog.Logger) http.Handler {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	h := &handler{js: js, clock: clk}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{js: js, clock: clk, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+Path, h.serve)
 	mux.HandleFunc("GET "+Path+".json", h.serve)
@@ -75,6 +83,7 @@ func Handler(js jetstream.JetStream, clk clock.Clock) http.Handler {
 type handler struct {
 	js    jetstream.JetStream
 	clock clock.Clock
+	log   *slog.Logger
 }
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
@@ -136,6 +145,7 @@ func (h *handler) answer(ctx context.Context, q Query) (*Answer, int) {
 		ans.Error = "No link " + q.Link + " was ever issued."
 		return ans, http.StatusNotFound
 	case err != nil:
+		h.log.Warn("support: the ledger could not be read", keyErr, err)
 		ans.Error = "The ledger could not be read; try again."
 		return ans, http.StatusServiceUnavailable
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,11 +19,13 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/devstack"
 	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/history"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/support"
+	"github.com/linkpipe/linkpipe/internal/syncbuf"
 )
 
 // refusing is a mail provider that accepts every email but those to one
@@ -341,5 +345,28 @@ func TestSupportViewScreenshot(t *testing.T) {
 		if err := os.WriteFile(name, png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestSupportViewLedgerDown: a ledger that cannot be read (the NATS
+// connection is gone) answers 503 with a plain message, and the cause is
+// logged.
+func TestSupportViewLedgerDown(t *testing.T) {
+	srv := bustest.Start(t)
+	nc, js := srv.Connect(t)
+	nc.Close()
+	logs := &syncbuf.Buffer{}
+	h := support.Handler(js, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, support.Path+".json?practice=demo&client=c-1", nil))
+	var a support.Answer
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusServiceUnavailable || a.Error != "The ledger could not be read; try again." {
+		t.Fatalf("%d %+v", rec.Code, a)
+	}
+	if !strings.Contains(logs.String(), "the ledger could not be read") || !strings.Contains(logs.String(), `"err":`) {
+		t.Fatalf("not logged: %s", logs.String())
 	}
 }

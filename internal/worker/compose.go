@@ -114,7 +114,7 @@ func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
 // addressed to an IP, localhost or a service name (admin.InternalHostsOnly,
 // against DNS rebinding).
 func MountSupport(mux *http.ServeMux, d Deps) {
-	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock))
+	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock, d.Log))
 	mux.Handle(support.Path, h)
 	mux.Handle(support.Path+".json", h)
 }
