@@ -75,10 +75,13 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 		}
 		tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
 	}
+	ids := make([]string, 0, len(linkIDs))
 	for id := range linkIDs {
-		if err := tl.addLink(ctx, js, id); err != nil {
-			return nil, err
-		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	if err := tl.addLinks(ctx, js, ids); err != nil {
+		return nil, err
 	}
 	tl.sort()
 	return tl, nil
@@ -110,18 +113,37 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 			tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
 		}
 	}
-	if err := tl.addLink(ctx, js, linkID); err != nil {
+	if err := tl.addLinks(ctx, js, []string{linkID}); err != nil {
 		return nil, err
 	}
 	tl.sort()
 	return tl, nil
 }
 
-func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID string) error {
-	msgs, err := bus.ReadAll(ctx, js, bus.StreamLinks, "links."+linkID+".>")
-	if err != nil {
-		return err
+// linksPerRead is how many links' events one ordered consumer reads (one
+// filter subject each): a client's links cost a read per this many, not
+// one each.
+const linksPerRead = 64
+
+// addLinks adds the lifecycle events of links to the timeline.
+func (tl *Timeline) addLinks(ctx context.Context, js jetstream.JetStream, linkIDs []string) error {
+	for len(linkIDs) > 0 {
+		n := min(len(linkIDs), linksPerRead)
+		filters := make([]string, n)
+		for i, id := range linkIDs[:n] {
+			filters[i] = "links." + id + ".>"
+		}
+		linkIDs = linkIDs[n:]
+		msgs, err := bus.ReadAll(ctx, js, bus.StreamLinks, filters...)
+		if err != nil {
+			return err
+		}
+		tl.addEvents(msgs)
 	}
+	return nil
+}
+
+func (tl *Timeline) addEvents(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		var ev events.LinkEvent
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
@@ -137,7 +159,6 @@ func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID 
 			}
 		}
 	}
-	return nil
 }
 
 func (tl *Timeline) sort() {

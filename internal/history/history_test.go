@@ -3,11 +3,15 @@ package history_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/devstack"
 	"github.com/linkpipe/linkpipe/internal/history"
 	"github.com/linkpipe/linkpipe/internal/scope"
@@ -167,5 +171,58 @@ func TestStatusesSayWhatToDo(t *testing.T) {
 				t.Errorf("got works=%v verdict %q todo %q, want %v, %q, %q", s.Works, s.Verdict, s.Todo, c.works, c.verdict, c.todo)
 			}
 		})
+	}
+}
+
+// TestClientWithManyLinks: a client's links are read linksPerRead at a
+// time; a client with more (each sign-in writes a new link to its scope)
+// still gets all of them, the newest working and the others superseded.
+func TestClientWithManyLinks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	const n = 70
+	subject := scope.Signin("acme", "c-many")
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range n {
+		id := fmt.Sprintf("Lmany%02d", i)
+		at := now.Add(time.Duration(i) * time.Second)
+		exp := at.Add(time.Hour)
+		st, _ := json.Marshal(scope.State{Change: scope.ChangeIssued, LinkID: id, Purpose: events.PurposeSignin, OneTime: true,
+			ValidFrom: at, ExpiresAt: exp, EventID: fmt.Sprintf("many-%d", i), At: at})
+		if _, err := js.Publish(ctx, subject, st); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.PublishEvent(ctx, js, &events.LinkEvent{EventID: "issued-" + id, Type: events.TypeIssued, LinkID: id,
+			PracticeID: "acme", ClientID: "c-many", Purpose: events.PurposeSignin, At: at, ValidFrom: &at, ExpiresAt: &exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl, err := history.Client(ctx, js, "acme", "c-many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses := tl.Statuses(now.Add(n * time.Second))
+	if len(statuses) != n {
+		t.Fatalf("%d links, want %d", len(statuses), n)
+	}
+	works := 0
+	for _, s := range statuses {
+		if len(s.Entries) != 2 { // scope:issued and issued
+			t.Errorf("%s: %d entries, want 2", s.LinkID, len(s.Entries))
+		}
+		switch {
+		case s.Works:
+			works++
+			if s.LinkID != fmt.Sprintf("Lmany%02d", n-1) {
+				t.Errorf("%s works, want the newest only", s.LinkID)
+			}
+		case s.Reason != events.ReasonSuperseded:
+			t.Errorf("%s: %s, want superseded", s.LinkID, s.Reason)
+		}
+	}
+	if works != 1 {
+		t.Errorf("%d links work, want 1", works)
 	}
 }
