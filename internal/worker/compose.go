@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
@@ -29,14 +30,24 @@ type Deps struct {
 	NC        *nats.Conn
 	Practices *practice.Directory
 	Metrics   *prometheus.Registry
-	Clock     clock.Clock
+	// Backlog, if set, is told which consumer each worker uses.
+	Backlog *bus.ConsumerMetrics
+	Clock   clock.Clock
 	// Log is tagged with the worker's name.
 	Log *slog.Logger
+}
+
+// watch adds the worker's consumer to the process's backlog metrics.
+func (d Deps) watch(stream, consumer string) {
+	if d.Backlog != nil {
+		d.Backlog.Watch(stream, consumer)
+	}
 }
 
 // NewIssuer builds the issuer on its own bbolt file (opened with
 // issuer.Buckets()).
 func NewIssuer(d Deps, db *bolt.DB, keys *link.Keyring) (*issuer.Issuer, error) {
+	d.watch(bus.StreamActions, bus.ConsumerIssuer)
 	return issuer.New(issuer.Config{JS: d.JS, DB: db, Keys: keys, Practices: d.Practices,
 		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
@@ -53,6 +64,7 @@ type MailerSettings struct {
 
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
+	d.watch(bus.StreamMail, bus.ConsumerMailer)
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
 		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
@@ -88,6 +100,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 // NewProjector builds the projector (SCOPES -> used/revoked lifecycle
 // events) from what its process shares; the redeemer's process runs it.
 func NewProjector(d Deps) (*projector.Projector, error) {
+	d.watch(bus.StreamScopes, bus.ConsumerProjector)
 	return projector.New(projector.Config{JS: d.JS, Log: d.Log, Metrics: d.Metrics})
 }
 

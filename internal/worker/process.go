@@ -117,6 +117,9 @@ type Settings struct {
 	Clock clock.Clock
 	// StartupTimeout defaults to StartupTimeout.
 	StartupTimeout time.Duration
+	// BacklogInterval is how often the backlog metrics are read (default
+	// bus.DefaultBacklogInterval).
+	BacklogInterval time.Duration
 }
 
 // Runner is a worker's consume loop or projector: it runs until ctx ends.
@@ -134,6 +137,10 @@ type Process struct {
 	Practices *practice.Directory
 	// Metrics is the process's Prometheus registry, served at /metrics.
 	Metrics *prometheus.Registry
+	// Backlog exports the backlog of the consumers the process's workers
+	// use (each New* in compose.go watches its own) and the dead-letter
+	// depth on Metrics, read on an interval until Close.
+	Backlog *bus.ConsumerMetrics
 
 	base  *slog.Logger
 	clock clock.Clock
@@ -199,13 +206,24 @@ func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}
 	p.onClose(func() { p.Practices.Close() })
+	p.Backlog, err = bus.NewConsumerMetrics(p.JS, p.Metrics, s.BacklogInterval, p.Log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	bctx, stopBacklog := context.WithCancel(context.WithoutCancel(ctx))
+	backlogDone := make(chan struct{})
+	go func() {
+		defer close(backlogDone)
+		p.Backlog.Run(bctx)
+	}()
+	p.onClose(func() { stopBacklog(); <-backlogDone })
 	return p, nil
 }
 
 // Deps are what the process shares with the workers it hosts, logging as
 // worker.
 func (p *Process) Deps(worker string) Deps {
-	return Deps{JS: p.JS, NC: p.NC, Practices: p.Practices, Metrics: p.Metrics, Clock: p.clock,
+	return Deps{JS: p.JS, NC: p.NC, Practices: p.Practices, Metrics: p.Metrics, Backlog: p.Backlog, Clock: p.clock,
 		Log: p.base.With(KeyWorker, worker)}
 }
 
