@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
@@ -32,7 +33,10 @@ type Deps struct {
 	Metrics   *prometheus.Registry
 	// Backlog, if set, is told which consumer each worker uses.
 	Backlog *bus.ConsumerMetrics
-	Clock   clock.Clock
+	// Ready, if set, is the process's own readiness check (not stopping),
+	// added to the /readyz a worker serves itself (the redeemer's).
+	Ready admin.Ready
+	Clock clock.Clock
 	// Log is tagged with the worker's name.
 	Log *slog.Logger
 }
@@ -90,7 +94,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 	}
 	rd, err := redeemer.New(redeemer.Config{JS: d.JS, NC: d.NC, Practices: d.Practices, Signer: signer,
 		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seeds[0]),
-		TrustedProxies: s.TrustedProxies, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		TrustedProxies: s.TrustedProxies, Ready: d.Ready, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 	if err != nil {
 		return nil, nil, err
 	}
