@@ -5,6 +5,7 @@
 //	linkpipe publish signin ...       publish an action to any NATS server
 //	linkpipe explain ...              why a client's link did or did not work
 //	linkpipe load ...                 measure throughput and click latency
+//	linkpipe probe URL                container healthcheck: exit 0 on a 2xx answer
 package main
 
 import (
@@ -29,6 +30,7 @@ commands:
   publish   publish an action: linkpipe publish signin --practice p --client c --email e
   explain   print the history of a client's or a link's links, for support
   load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+  probe     GET a URL (a worker's /readyz), exit 0 on 2xx: the images' healthcheck
 
 Run "linkpipe <command> -h" for a command's flags.
 `
@@ -49,6 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runExplain(ctx, args[1:], getenv, stdout)
 	case "load":
 		return runLoad(ctx, args[1:], getenv, stdout)
+	case "probe":
+		return runProbe(ctx, args[1:], getenv, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
