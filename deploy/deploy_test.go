@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -618,5 +619,25 @@ func TestAlertsAndDashboardUseOnlyMetricsThatExist(t *testing.T) {
 		if !strings.Contains(all, m) {
 			t.Errorf("the dashboard does not show %s", m)
 		}
+	}
+}
+
+// promtool, when installed (Debian: apt-get install prometheus), checks the
+// rules the way Prometheus loads them (PromQL syntax, durations,
+// templates) and runs their unit tests (prometheus/alerts_test.yml: the
+// alerts fire at their thresholds).
+func TestPromtoolChecksTheRules(t *testing.T) {
+	bin, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (apt-get install prometheus); the other tests still check the metric names")
+	}
+	out, err := exec.Command(bin, "check", "rules", filepath.Join("prometheus", "alerts.yml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	out, err = exec.Command(bin, "test", "rules", filepath.Join("prometheus", "alerts_test.yml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
 }
