@@ -32,14 +32,17 @@ func slowSES(t *testing.T, fake *sestest.Fake, delay time.Duration) string {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(u)
+	stop := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(delay):
 			proxy.ServeHTTP(w, r)
 		case <-r.Context().Done():
+		case <-stop:
 		}
 	}))
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) }) // first: no handler keeps Close waiting
 	return srv.URL
 }
 
@@ -158,5 +161,62 @@ func TestSIGTERMDrainsTheMailer(t *testing.T) {
 	}
 	if err := b.cmd.Wait(); err != nil {
 		t.Errorf("second mailer exit: %v", err)
+	}
+}
+
+// A mailer holding a slow send answers 503 on /readyz as soon as it gets
+// SIGTERM, and a second SIGTERM during the drain ends it at once (an
+// operator who does not want to wait), by the signal's default action.
+func TestSIGTERMNotReadyAtOnceAndASecondStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped in -short mode")
+	}
+	fake := sestest.NewFake(t)
+	endpoint := slowSES(t, fake, time.Minute) // a send that would hold the drain
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	env := withEndpoint(append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+		"NATS_URL=" + srv.URL, "LINKPIPE_LINK_KEY=" + linkKey(), "LINKPIPE_MAIL_DRIVER=ses",
+		"LINKPIPE_MAIL_FROM=links@acme.example", "LINKPIPE_ADMIN_ADDR=127.0.0.1:0",
+		"LINKPIPE_PUBLIC_URL=https://links.example", "LINKPIPE_SHUTDOWN_TIMEOUT=5m",
+		"LINKPIPE_DATA_DIR=" + t.TempDir()}, fake.Env()...), endpoint)
+	a := startChild(t, env)
+	queue(t, js, command(t, "evt-slow", "slow@example.com"))
+	// Wait until the send is in flight: the command is delivered, not acked.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.Consumer(ctx, bus.StreamMail, bus.ConsumerMailer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 20*time.Second, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 1
+	}, "the send to be in flight")
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Draining: /readyz answers 503 at once, while the send still holds it.
+	eventually.True(t, 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + a.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, "/readyz to answer 503 while draining")
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- a.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Errorf("exit %v, want killed by SIGTERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second SIGTERM did not stop the mailer")
 	}
 }
