@@ -18,7 +18,8 @@ import (
 )
 
 // TestR3Figures measures, on one server and on an in-process 3-node
-// cluster with R3 streams (both with the default sync policy), the
+// cluster with R3 streams (the default sync policy), and on one server
+// fsyncing every write (the single-server policy of docs/operations.md), the
 // issuer's actions/s, redemptions/s and click latency, with the issuer
 // and redeemer wired as their binaries wire them. It is a measurement,
 // not a check: it runs only with LINKPIPE_FIGURES=1 (figures in
@@ -35,9 +36,17 @@ func TestR3Figures(t *testing.T) {
 		r    string
 	}{
 		{"single server, R1", func(t *testing.T) string { return bustest.Start(t).URL }, "1"},
+		{"single server, R1, sync_interval always", func(t *testing.T) string {
+			srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Dir: t.TempDir(), Port: -1, SyncAlways: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+			return srv.ClientURL()
+		}, "1"},
 		{"3-node cluster, R3", func(t *testing.T) string { return bustest.StartCluster(t, 3).URL }, "3"},
 	} {
-		t.Run(tc.r, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			url := tc.url(t)
