@@ -6,6 +6,7 @@
 //	linkpipe explain ...              why a client's link did or did not work
 //	linkpipe deadletter list|replay   show and re-drive dead letters
 //	linkpipe load ...                 measure emails/s, latencies and CPU per link
+//	linkpipe probe URL                container healthcheck: exit 0 on a 2xx answer
 package main
 
 import (
@@ -33,6 +34,7 @@ commands:
             linkpipe deadletter list; linkpipe deadletter replay <seq|id>... | --all
   load      measure emails/s end to end, action→sent and redemption latency, CPU per link:
             embedded stack, or -shape processes (nats-server, issuer, mailer, redeemer)
+  probe     GET a URL (a worker's /readyz), exit 0 on 2xx: the images' healthcheck
 
 Run "linkpipe <command> -h" for a command's flags.
 `
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runLoad(ctx, args[1:], getenv, stdout)
 	case "deadletter":
 		return runDeadletter(ctx, args[1:], getenv, stdout)
+	case "probe":
+		return runProbe(ctx, args[1:], getenv, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/eventually"
@@ -148,5 +149,17 @@ func runPipeline(t *testing.T, level string, n int) (issuerLog, mailerLog string
 		msgs, err := sink.Messages(0)
 		return err == nil && len(msgs) == n
 	}, "every email in the sink")
+	// A handler logs before its message is acked: once both consumers
+	// have nothing pending or unacked, every line is written.
+	for _, c := range [][2]string{{bus.StreamActions, bus.ConsumerIssuer}, {bus.StreamMail, bus.ConsumerMailer}} {
+		eventually.True(t, 45*time.Second, func() bool {
+			cons, err := js.Consumer(ctx, c[0], c[1])
+			if err != nil {
+				return false
+			}
+			info, err := cons.Info(ctx)
+			return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		}, "consumer "+c[1]+" done")
+	}
 	return il.String(), ml.String()
 }
