@@ -10,10 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/linkpipe/linkpipe/events"
@@ -83,6 +85,13 @@ var (
 			}
 			return nil
 		}}
+	// SESMaxRate overrides the account's MaxSendRate (package pace).
+	SESMaxRate = Var{Env: "LINKPIPE_SES_MAX_RATE",
+		Usage: "emails/s all mailer replicas together send through SES; unset: the account's MaxSendRate (SES GetAccount, re-read every 5 min)",
+		Check: checkPositiveFloat}
+	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
+		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 250 ms + 4, at least 8)",
+		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
@@ -193,6 +202,22 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
+func checkPositiveFloat(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return fmt.Errorf("%q is not a positive number", s)
+	}
+	return nil
+}
+
+func checkPositiveInt(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive whole number", s)
+	}
+	return nil
+}
+
 func checkAddr(s string) error {
 	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 		return fmt.Errorf("%q is not host:port", s)
@@ -284,7 +309,7 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
-		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
+		SESMaxRate, MailConcurrency, AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 
 // RedeemerVars are the redeemer's settings.

@@ -25,7 +25,13 @@
 // error is retried: the message goes back to the queue with NakWithDelay,
 // the delay doubling from RetryMin to RetryMax by delivery count; the first
 // transient failure also publishes links.<id>.failed with permanent=false so
-// practice systems can see a delay. An email whose link expired before it
+// practice systems can see a delay, unless it was throttling.
+//
+// # Pacing
+//
+// With a Pacer (package pace) every call to the Sender waits its turn, so
+// that all replicas together stay within the provider's sending rate; a
+// throttling answer tells the Pacer to slow down. An email whose link expired before it
 // could be sent fails permanently (the link would not work). A command that
 // cannot be decoded is copied to deadletter.mail and terminated. A
 // provider's error text is scrubbed of addresses and tokens (mail.Scrub)
@@ -65,6 +71,14 @@ type Sender interface {
 	Send(ctx context.Context, m *mail.Message) (string, error)
 }
 
+// Pacer paces the calls to the Sender so that every replica together
+// stays within the provider's sending rate (package pace): Wait before
+// each call, Throttled after each throttling answer.
+type Pacer interface {
+	Wait(ctx context.Context) error
+	Throttled()
+}
+
 // Config configures a Mailer. JS, Keys, Practices, Sender, From and
 // PublicURL are required.
 type Config struct {
@@ -82,6 +96,8 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Concurrency is the number of emails in flight at once (default 8).
 	Concurrency int
+	// Pacer paces the sends (nil: unpaced).
+	Pacer Pacer
 	// RetryMin and RetryMax bound the delay before a transient failure is
 	// retried: RetryMin doubles with each delivery up to RetryMax (default
 	// 1s and 5m), with ±20% jitter.
@@ -400,7 +416,12 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	}
 	email.From = fromAddress(p.Name, m.cfg.From)
 
-	// 4. Send.
+	// 4. Send, at the pace the provider allows.
+	if m.cfg.Pacer != nil {
+		if err := m.cfg.Pacer.Wait(ctx); err != nil {
+			return outcome{retry: true, err: err}
+		}
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
 	start := time.Now()
 	messageID, err := m.cfg.Sender.Send(sendCtx, email)
@@ -414,7 +435,12 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 			return m.giveUp(ctx, cmd, err.Error(), log)
 		}
 		m.metrics.failed.WithLabelValues("false").Inc()
-		if attempt == 1 && cmd.LinkID != "" {
+		throttled := errors.Is(err, mail.ErrThrottled)
+		if throttled && m.cfg.Pacer != nil {
+			m.cfg.Pacer.Throttled()
+		}
+		// Throttling is the pacer's business, not a delay to report.
+		if attempt == 1 && cmd.LinkID != "" && !throttled {
 			ev := m.event(cmd, events.TypeFailed, now)
 			ev.EventID = "failed-" + cmd.MailID + "-retrying"
 			ev.Reason = truncate("will retry: "+err.Error(), events.MaxReasonLen)

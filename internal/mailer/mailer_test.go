@@ -373,7 +373,7 @@ func TestSendsThroughAWSSESV2Local(t *testing.T) {
 
 func TestTransientFailuresAreRetriedUntilOneEmail(t *testing.T) {
 	e := newEnv(t)
-	fake := sestest.NewFake(t, sestest.Throttled, sestest.Internal, sestest.Bare500)
+	fake := sestest.NewFake(t, sestest.Internal, sestest.Throttled, sestest.Bare500)
 	sender, err := ses.New(ctx(t), fake.Options())
 	if err != nil {
 		t.Fatal(err)
