@@ -90,7 +90,7 @@ var (
 		Usage: "emails/s all mailer replicas together send through SES; unset: the account's MaxSendRate (SES GetAccount, re-read every 5 min)",
 		Check: checkPositiveFloat}
 	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
-		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 250 ms + 4, at least 8)",
+		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8)",
 		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}

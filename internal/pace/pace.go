@@ -28,16 +28,16 @@
 // cost is one small core-NATS message per replica per second.
 //
 // Adaptive slow-down (AIMD): every throttling answer (Throttled) cuts
-// factor by 30 % (at most once per CutGap, since answers to sends made
+// factor by 25 % (at most once per CutGap, since answers to sends made
 // before the cut keep arriving for a moment), down to MinFactor; factor
-// then recovers by 5 % of the rate per second without throttling. So a
+// then recovers by 10 % of the rate per second. So a
 // rate set too high, another sender on the same account, or replicas that
 // have not heard of each other yet cost a few throttled calls, not a
 // storm.
 //
-// The bucket holds at most 50 ms of pace (at least one email), so an idle
-// replica cannot save up a burst, while a timer that fires late does not
-// lose throughput at high rates.
+// The bucket holds 50 ms of pace, at least two emails: an idle replica
+// cannot save up a burst, and a timer that fires late (a loaded machine)
+// costs no throughput, the next send catching up.
 //
 // The rate: Config.Rate when set (LINKPIPE_SES_MAX_RATE); otherwise the
 // Quota (SES GetAccount's MaxSendRate), read at Start and again every
@@ -78,18 +78,20 @@ const (
 	DefaultHeadroom = 0.95
 	// QuotaRetry is how soon an unanswered quota is asked again.
 	QuotaRetry = time.Minute
-	// AssumedLatency is the SES round trip Concurrency provisions for.
-	AssumedLatency = 250 * time.Millisecond
+	// AssumedLatency is the time Concurrency provisions for one email
+	// outside the pacer: the SES call and the JetStream round trips around
+	// it, with room for a loaded host.
+	AssumedLatency = 500 * time.Millisecond
 )
 
 // AIMD parameters.
 const (
 	// CutFactor multiplies factor on a throttling answer.
-	CutFactor = 0.7
+	CutFactor = 0.75
 	// CutGap is the least time between two cuts.
 	CutGap = time.Second
 	// RecoverPerSecond is what factor regains per second.
-	RecoverPerSecond = 0.05
+	RecoverPerSecond = 0.1
 	// MinFactor is the floor of factor.
 	MinFactor = 0.05
 	// burstWindow is how much pace the bucket holds.
@@ -354,7 +356,7 @@ func (l *Limiter) take(now time.Time) time.Duration {
 	l.met.pace.Set(p)
 	if lim := rate.Limit(p); l.bucket.Limit() != lim {
 		l.bucket.SetLimitAt(now, lim)
-		l.bucket.SetBurstAt(now, max(1, int(p*burstWindow.Seconds())))
+		l.bucket.SetBurstAt(now, max(2, int(p*burstWindow.Seconds())))
 	}
 	if l.bucket.AllowN(now, 1) {
 		return 0

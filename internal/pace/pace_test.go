@@ -121,32 +121,32 @@ func TestThrottlingCutsThePaceThenItRecovers(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	l := start(t, Config{Rate: 100, Headroom: 1, Clock: clk, Metrics: reg})
 	l.Throttled()
-	if p := l.Pace(); !near(p, 70) {
-		t.Fatalf("after a throttle: pace %v, want 70", p)
+	if p := l.Pace(); !near(p, 100*CutFactor) {
+		t.Fatalf("after a throttle: pace %v, want %v", p, 100*CutFactor)
 	}
 	// Answers to sends made before the cut: no second cut within CutGap.
 	clk.Advance(CutGap / 2)
 	l.Throttled()
-	if p := l.Pace(); !near(p, 70+100*RecoverPerSecond*0.5) {
+	if p := l.Pace(); !near(p, 100*CutFactor+100*RecoverPerSecond*0.5) {
 		t.Fatalf("second throttle within CutGap: pace %v, want one cut only", p)
 	}
 	clk.Advance(CutGap / 2)
 	l.Throttled()
-	want := (0.7 + RecoverPerSecond) * 0.7 * 100
+	want := (CutFactor + RecoverPerSecond) * CutFactor * 100
 	if p := l.Pace(); !near(p, want) {
 		t.Fatalf("throttle after CutGap: pace %v, want %v", p, want)
 	}
-	// Recovers slowly: 5 % of the rate per second, up to the rate.
+	// Recovers slowly: 10 % of the rate per second, up to the rate.
 	clk.Advance(time.Second)
-	if p := l.Pace(); !near(p, want+5) {
-		t.Fatalf("a second later: pace %v, want %v", p, want+5)
+	if p := l.Pace(); !near(p, want+10) {
+		t.Fatalf("a second later: pace %v, want %v", p, want+10)
 	}
 	clk.Advance(time.Minute)
 	if p := l.Pace(); !near(p, 100) {
 		t.Fatalf("a minute later: pace %v, want 100", p)
 	}
 	// Throttled every CutGap, the pace settles where a cut undoes a
-	// second's recovery: f = CutFactor(f + RecoverPerSecond), 11.7 %.
+	// second's recovery: f = CutFactor(f + RecoverPerSecond), 30 %.
 	for range 100 {
 		clk.Advance(CutGap)
 		l.Throttled()
@@ -257,7 +257,7 @@ func TestConcurrency(t *testing.T) {
 	for _, c := range []struct {
 		rate float64
 		want int
-	}{{0, 8}, {1, 8}, {14, 8}, {20, 9}, {200, 54}, {1e6, 512}} {
+	}{{0, 8}, {1, 8}, {14, 11}, {20, 14}, {200, 104}, {1e6, 512}} {
 		if got := Concurrency(c.rate); got != c.want {
 			t.Errorf("Concurrency(%v) = %d, want %d", c.rate, got, c.want)
 		}

@@ -14,8 +14,9 @@ import (
 )
 
 // Limited is an SES v2 endpoint that enforces a sending rate the way SES
-// does: a token bucket of Rate sends/s holding Burst (default Rate/10, at
-// least 1); a SendEmail beyond it answers Throttled (429
+// does: a token bucket of Rate sends/s holding Burst (default a quarter
+// second's worth, at least 2: SES tolerates short bursts, not sustained
+// excess); a SendEmail beyond it answers Throttled (429
 // TooManyRequestsException, "Maximum sending rate exceeded."). It accepts
 // every other SendEmail without looking at it, after Latency, and answers
 // GetAccount with MaxSendRate = Rate. It counts calls, not emails.
@@ -41,7 +42,7 @@ type LimitedConfig struct {
 func NewLimited(t testing.TB, c LimitedConfig) *Limited {
 	t.Helper()
 	if c.Burst <= 0 {
-		c.Burst = max(1, int(c.Rate/10))
+		c.Burst = max(2, int(c.Rate/4))
 	}
 	l := &Limited{bucket: rate.NewLimiter(rate.Limit(c.Rate), c.Burst), latency: c.Latency}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { l.serve(w, r, c.Rate) }))
