@@ -17,13 +17,15 @@
 //
 // Sharing: every Limiter publishes a heartbeat on core NATS (Subject,
 // default linkpipe.pace.mailer; no JetStream, nothing stored) every
-// Heartbeat (1 s): its id and whether it is busy (it wanted to send within
-// the last two heartbeats). Every Limiter subscribes to the same subject
-// and counts the busy peers it heard from within the last three
-// heartbeats. A replica that goes from idle to busy heartbeats at once, so
-// the others shrink their share within a round trip instead of a beat; a
-// replica that stops (Close) says so, and one that dies silently is
-// forgotten after three heartbeats. Idle replicas take no share, so one
+// Heartbeat (1 s): its id and whether it is busy (an email is waiting for
+// its turn, or one did within IdleAfter). Every Limiter subscribes to the
+// same subject and counts the busy peers it heard from within the last
+// three heartbeats. A replica that turns busy or idle says so at once (idle
+// within IdleAfter plus 50 ms), so the others shrink or grow their share
+// within a round trip instead of a beat, and the last replica with a
+// backlog gets the whole rate as soon as the others ran dry; a replica
+// that stops (Close) says so, and one that dies silently is forgotten
+// after three heartbeats. Idle replicas take no share, so one
 // busy replica among three idle ones still sends at the whole rate. The
 // cost is one small core-NATS message per replica per second.
 //
@@ -101,10 +103,13 @@ const (
 	maxSleep = 100 * time.Millisecond
 	// liveBeats: a peer unheard for this many heartbeats is gone.
 	liveBeats = 3
-	// busyBeats: a replica that wanted to send within this many
-	// heartbeats is busy.
-	busyBeats = 2
+	// idleCheck is how often a replica looks whether it turned idle.
+	idleCheck = 50 * time.Millisecond
 )
+
+// IdleAfter: a replica with no email waiting is still busy this long
+// after the last one (the gap to the next message of a backlog).
+const IdleAfter = 250 * time.Millisecond
 
 // Quota reads the account's sending rate (emails/s).
 type Quota interface {
@@ -193,7 +198,9 @@ type Limiter struct {
 	cut      time.Time // last cut
 	peers    map[string]peer
 	lastWant time.Time
-	busy     bool // as last announced
+	waiting  int       // emails in Wait
+	busy     bool      // as last announced
+	lastBeat time.Time // last heartbeat published
 
 	sub    *nats.Subscription
 	cancel context.CancelFunc
@@ -289,7 +296,9 @@ func (l *Limiter) Pace() float64 {
 
 // Wait blocks until this replica may send one email, or ctx ends.
 func (l *Limiter) Wait(ctx context.Context) error {
-	if l.want(l.cfg.Clock.Now()) {
+	unpaced := l.want(l.cfg.Clock.Now())
+	defer l.waited()
+	if unpaced {
 		return nil
 	}
 	select {
@@ -328,20 +337,34 @@ func (l *Limiter) Throttled() {
 	l.met.pace.Set(l.paceLocked(now))
 }
 
-// want records that this replica wants to send at now, asks for a
-// heartbeat if it was idle, and reports whether sending is unpaced.
+// want records that an email waits at now (until waited), asks for a
+// heartbeat if this replica was idle, and reports whether sending is
+// unpaced.
 func (l *Limiter) want(now time.Time) (unpaced bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lastWant = now
-	if !l.busy {
-		l.busy = true
+	l.waiting++
+	if !l.busy { // announced idle: say otherwise at once (beatIfDue)
 		select {
 		case l.beat <- struct{}{}:
 		default:
 		}
 	}
 	return l.rate == 0
+}
+
+// waited ends a want.
+func (l *Limiter) waited() {
+	l.mu.Lock()
+	l.waiting--
+	l.lastWant = l.cfg.Clock.Now()
+	l.mu.Unlock()
+}
+
+// busyLocked: an email waits, or one did within IdleAfter.
+func (l *Limiter) busyLocked(now time.Time) bool {
+	return l.waiting > 0 || (!l.lastWant.IsZero() && now.Sub(l.lastWant) < IdleAfter)
 }
 
 // take takes a token at now and returns 0, or returns how long until the
@@ -447,9 +470,9 @@ func (l *Limiter) refresh(ctx context.Context) {
 
 func (l *Limiter) heartbeats(ctx context.Context) {
 	defer l.wg.Done()
-	tick := time.NewTicker(l.cfg.Heartbeat)
+	tick := time.NewTicker(min(idleCheck, l.cfg.Heartbeat))
 	defer tick.Stop()
-	l.beatNow()
+	l.beatIfDue(true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -457,16 +480,22 @@ func (l *Limiter) heartbeats(ctx context.Context) {
 		case <-tick.C:
 		case <-l.beat:
 		}
-		l.beatNow()
+		l.beatIfDue(false)
 	}
 }
 
-// beatNow announces whether this replica is busy.
-func (l *Limiter) beatNow() {
+// beatIfDue announces whether this replica is busy when that changed,
+// when a heartbeat is due, or when forced.
+func (l *Limiter) beatIfDue(force bool) {
 	now := l.cfg.Clock.Now()
 	l.mu.Lock()
-	l.busy = !l.lastWant.IsZero() && now.Sub(l.lastWant) < busyBeats*l.cfg.Heartbeat
-	hb := heartbeat{ID: l.id, Busy: l.busy}
+	busy := l.busyLocked(now)
+	if !force && busy == l.busy && now.Sub(l.lastBeat) < l.cfg.Heartbeat {
+		l.mu.Unlock()
+		return
+	}
+	l.busy, l.lastBeat = busy, now
+	hb := heartbeat{ID: l.id, Busy: busy}
 	l.met.replicas.Set(float64(l.activeLocked(now)))
 	l.mu.Unlock()
 	l.publish(hb)

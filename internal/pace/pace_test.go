@@ -116,6 +116,29 @@ func TestRateIsSharedByBusyLivePeers(t *testing.T) {
 	}
 }
 
+func TestBusyWhileWaitingAndShortlyAfter(t *testing.T) {
+	clk := clock.NewFake(t0)
+	l := start(t, Config{Rate: 10, Clock: clk})
+	busy := func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.busyLocked(clk.Now()) }
+	if busy() {
+		t.Fatal("busy before any email")
+	}
+	l.want(clk.Now())
+	clk.Advance(time.Hour) // one email waiting however long
+	if !busy() {
+		t.Fatal("idle while an email waits")
+	}
+	l.waited()
+	clk.Advance(IdleAfter - time.Millisecond)
+	if !busy() {
+		t.Fatal("idle right after an email: the next one of a backlog is on its way")
+	}
+	clk.Advance(time.Millisecond)
+	if busy() {
+		t.Fatalf("still busy %v after the last email", IdleAfter)
+	}
+}
+
 func TestThrottlingCutsThePaceThenItRecovers(t *testing.T) {
 	clk := clock.NewFake(t0)
 	reg := prometheus.NewRegistry()
@@ -262,4 +285,19 @@ func TestConcurrency(t *testing.T) {
 			t.Errorf("Concurrency(%v) = %d, want %d", c.rate, got, c.want)
 		}
 	}
+}
+
+// TestTurningBusyOrIdleIsAnnouncedAtOnce: with heartbeats an hour apart,
+// peers still learn at once that a replica turned busy (they shrink their
+// share before it sends much) and soon that it turned idle.
+func TestTurningBusyOrIdleIsAnnouncedAtOnce(t *testing.T) {
+	srv := bustest.Start(t)
+	nc1, _ := srv.Connect(t)
+	nc2, _ := srv.Connect(t)
+	a := start(t, Config{NC: nc1, Rate: 100, Headroom: 1, Heartbeat: time.Hour})
+	b := start(t, Config{NC: nc2, Rate: 100, Headroom: 1, Heartbeat: time.Hour})
+	b.want(b.cfg.Clock.Now())
+	eventually.True(t, 5*time.Second, func() bool { return near(a.Pace(), 50) }, "a to see b busy")
+	b.waited()
+	eventually.True(t, 5*time.Second, func() bool { return near(a.Pace(), 100) }, "a to see b idle")
 }
