@@ -67,7 +67,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var sender mailer.Sender
 	var sesSender *ses.Sender
 	if driver != "sink" {
-		s, err := ses.New(ctx, sesOptions(vals, getenv)...)
+		// A connection kept for every email that can be in flight.
+		conns := concurrency
+		if conns == 0 {
+			conns = pace.MaxConcurrency
+		}
+		s, err := ses.New(ctx, append([]func(*sesv2.Options){ses.IdleConns(conns)}, sesOptions(vals, getenv)...)...)
 		if err != nil {
 			return worker.BadConfig(fmt.Errorf("%s: SES (%s, %s, ...): %w", prog, config.AWSRegion.Env, config.AWSEndpoint.Env, err))
 		}

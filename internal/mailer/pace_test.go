@@ -36,7 +36,7 @@ func runPaced(t testing.TB, rate float64, replicas, emails int, latency time.Dur
 	t.Helper()
 	e := newEnv(t)
 	stand := sestest.NewLimited(t, sestest.LimitedConfig{Rate: rate, Latency: latency})
-	sender, err := ses.New(ctx(t), stand.Options())
+	sender, err := ses.New(ctx(t), stand.Options(), ses.IdleConns(pace.Concurrency(rate)))
 	if err != nil {
 		t.Fatal(err)
 	}

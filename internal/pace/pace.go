@@ -84,6 +84,8 @@ const (
 	// outside the pacer: the SES call and the JetStream round trips around
 	// it, with room for a loaded host.
 	AssumedLatency = 500 * time.Millisecond
+	// MaxConcurrency caps Concurrency.
+	MaxConcurrency = 512
 )
 
 // AIMD parameters.
@@ -532,10 +534,10 @@ func (l *Limiter) observe(hb heartbeat, now time.Time) {
 
 // Concurrency is how many emails a replica keeps in flight to send at
 // rate emails/s: rate × AssumedLatency plus a margin, at least 8 (also
-// when the rate is unknown), at most 512.
+// when the rate is unknown), at most MaxConcurrency.
 func Concurrency(rate float64) int {
 	if rate <= 0 || math.IsNaN(rate) || math.IsInf(rate, 0) {
 		return 8
 	}
-	return min(512, max(8, int(math.Ceil(rate*AssumedLatency.Seconds()))+4))
+	return min(MaxConcurrency, max(8, int(math.Ceil(rate*AssumedLatency.Seconds()))+4))
 }
