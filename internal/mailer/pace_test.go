@@ -33,6 +33,12 @@ type pacedRun struct {
 // rate from the stand-in's GetAccount, and waits until every email is
 // accepted.
 func runPaced(t testing.TB, rate float64, replicas, emails int, latency time.Duration) pacedRun {
+	return runBacklog(t, rate, replicas, emails, latency, true)
+}
+
+// runBacklog is runPaced, or with paced false the mailer as it was
+// before package pace: no pacer, 8 emails in flight per replica.
+func runBacklog(t testing.TB, rate float64, replicas, emails int, latency time.Duration, paced bool) pacedRun {
 	t.Helper()
 	e := newEnv(t)
 	stand := sestest.NewLimited(t, sestest.LimitedConfig{Rate: rate, Latency: latency})
@@ -56,6 +62,9 @@ func runPaced(t testing.TB, rate float64, replicas, emails int, latency time.Dur
 		t.Cleanup(lim.Close)
 		e.start(t, sender, nil, func(c *mailer.Config) {
 			c.JS, c.Pacer, c.Concurrency = js, lim, pace.Concurrency(lim.Rate())
+			if !paced {
+				c.Pacer, c.Concurrency = nil, 8
+			}
 			c.RetryMin, c.RetryMax = 200*time.Millisecond, 2*time.Second
 		})
 	}
