@@ -31,7 +31,8 @@
 //
 // With a Pacer (package pace) every call to the Sender waits its turn, so
 // that all replicas together stay within the provider's sending rate; a
-// throttling answer tells the Pacer to slow down. An email whose link expired before it
+// throttling answer tells the Pacer to slow down. An email still waiting
+// for its turn when Run's ctx ends is not sent but handed back. An email whose link expired before it
 // could be sent fails permanently (the link would not work). A command that
 // cannot be decoded is copied to deadletter.mail and terminated. A
 // provider's error text is scrubbed of addresses and tokens (mail.Scrub)
@@ -116,6 +117,10 @@ type Mailer struct {
 	log        *slog.Logger
 	metrics    metrics
 	loop       *bus.Loop
+	// waits ends when Run's ctx does: an email waiting for the Pacer is
+	// handed back then rather than sent.
+	waits     context.Context
+	stopWaits context.CancelFunc
 }
 
 // Log keys.
@@ -255,6 +260,7 @@ func New(cfg Config) (*Mailer, error) {
 		log:        cfg.Log,
 		metrics:    met,
 	}
+	m.waits, m.stopWaits = context.WithCancel(context.Background())
 	// In-flight emails finish even when Run's ctx ends (the loop's
 	// handler context is never cancelled): a send cut in the middle is
 	// the one way to send an email twice. While a send is slow the loop
@@ -283,6 +289,9 @@ func New(cfg Config) (*Mailer, error) {
 // returns nil. Streams and the consumer must exist (bus.Setup); a consumer
 // that fails is re-opened.
 func (m *Mailer) Run(ctx context.Context) error {
+	// Emails still waiting for their turn go back to the queue.
+	stop := context.AfterFunc(ctx, m.stopWaits)
+	defer stop()
 	return m.loop.Run(ctx)
 }
 
@@ -418,8 +427,8 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 
 	// 4. Send, at the pace the provider allows.
 	if m.cfg.Pacer != nil {
-		if err := m.cfg.Pacer.Wait(ctx); err != nil {
-			return outcome{retry: true, err: err}
+		if err := m.cfg.Pacer.Wait(m.waits); err != nil {
+			return outcome{retry: true, err: err} // stopping: not sent, back to the queue
 		}
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)

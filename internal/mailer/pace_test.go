@@ -128,3 +128,54 @@ func TestThrottlingSlowsThePacerAndPublishesNoFailedEvent(t *testing.T) {
 		t.Error("a .failed event for throttling")
 	}
 }
+
+// blockingPacer never gives a turn: Wait returns when its ctx ends.
+type blockingPacer struct{ waiting atomic.Int64 }
+
+func (p *blockingPacer) Wait(ctx context.Context) error {
+	p.waiting.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (p *blockingPacer) Throttled() {}
+
+// TestStoppingHandsBackEmailsWaitingForTheirTurn: an email still waiting
+// for the pacer when the mailer stops is not sent but goes back to the
+// queue, where another replica sends it.
+func TestStoppingHandsBackEmailsWaitingForTheirTurn(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blockingPacer{}
+	m, err := mailer.New(mailer.Config{JS: e.js, Keys: e.keys, Practices: e.dir, Sender: sender, From: "links@acme.example",
+		PublicURL: publicURL, Clock: e.clock, Pacer: p, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(runCtx) }()
+	cmd, _ := e.signin(t, "evt-stop", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool { return p.waiting.Load() == 1 }, "the email waiting for its turn")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return: the waiting email held it")
+	}
+	if n := fake.Attempts(); n != 0 {
+		t.Fatalf("%d SES calls by the stopped mailer, want 0", n)
+	}
+	e.start(t, sender, nil) // another replica, unpaced
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the email sent by the other replica")
+	if n := len(fake.Accepted()); n != 1 {
+		t.Fatalf("%d emails accepted, want 1", n)
+	}
+}
