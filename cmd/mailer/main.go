@@ -56,6 +56,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if from == "" {
 		from = sinkFrom
 	}
+	maxAttempts, err := strconv.Atoi(vals.Get(config.MailMaxAttempts))
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.MailMaxAttempts.Env, err))
+	}
 	keys, err := link.ParseKeyring(vals.Get(config.LinkKey))
 	if err != nil {
 		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.LinkKey.Env, err))
@@ -100,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		worker.MountInbox(inbox, sink)
 	}
 	settings := worker.MailerSettings{Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL),
-		Concurrency: concurrency}
+		MaxAttempts: maxAttempts, Concurrency: concurrency}
 	if sesSender != nil {
 		// All replicas together within the account's rate; in flight,
 		// enough for that rate unless configured.
@@ -118,7 +122,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
-	srv, err := p.Serve(config.AdminAddr, p.AdminMux())
+	// Not ready while SES refuses every send (sending paused, account
+	// suspended, ...): the mailer keeps retrying, /readyz tells the operator.
+	srv, err := p.Serve(config.AdminAddr, p.AdminMux(m.Ready))
 	if err != nil {
 		return err
 	}

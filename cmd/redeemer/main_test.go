@@ -129,6 +129,16 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	if code, _ := get("/metrics"); code != http.StatusNotFound {
 		t.Fatalf("public /metrics: %d, want 404", code)
 	}
+	// The support view is on the admin address only.
+	if code, body := getFrom(adminAddr, "/support"); code != 200 || !strings.Contains(body, "Why can't my client get in?") {
+		t.Fatalf("admin /support: %d %.200s", code, body)
+	}
+	if code, body := getFrom(adminAddr, "/support.json?link=Lnever"); code != http.StatusNotFound || !strings.Contains(body, "was ever issued") {
+		t.Fatalf("admin /support.json of an unknown link: %d %.200s", code, body)
+	}
+	if code, _ := get("/support"); code != http.StatusNotFound {
+		t.Fatalf("public /support: %d, want 404", code)
+	}
 	code, jwks := get("/.well-known/jwks.json")
 	signer, _ := ticket.NewSigner(seed, "")
 	old, _ := ticket.NewSigner(oldSeed, "")

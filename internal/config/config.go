@@ -92,6 +92,10 @@ var (
 	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
 		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8)",
 		Check: checkPositiveInt}
+	// MailMaxAttempts is the mailer's attempt budget per email.
+	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
+		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
+		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
@@ -212,8 +216,8 @@ func checkPositiveFloat(s string) error {
 
 func checkPositiveInt(s string) error {
 	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("%q is not a positive whole number", s)
+	if err != nil || n < 1 {
+		return errors.New("must be a whole number of at least 1")
 	}
 	return nil
 }
@@ -309,7 +313,8 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
-		SESMaxRate, MailConcurrency, AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
+		MailMaxAttempts, SESMaxRate, MailConcurrency,
+		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 
 // RedeemerVars are the redeemer's settings.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
@@ -21,6 +22,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/support"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -51,6 +53,9 @@ type MailerSettings struct {
 	From string
 	// PublicURL is the redeemer's base URL.
 	PublicURL string
+	// MaxAttempts is the attempt budget of one email
+	// (LINKPIPE_MAIL_MAX_ATTEMPTS; 0: mailer.DefaultMaxAttempts).
+	MaxAttempts int
 	// Pacer paces the sends (NewPacer); nil sends unpaced.
 	Pacer mailer.Pacer
 	// Concurrency is LINKPIPE_MAIL_CONCURRENCY (0: the mailer's default).
@@ -60,7 +65,7 @@ type MailerSettings struct {
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
-		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics,
+		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics,
 		Pacer: s.Pacer, Concurrency: s.Concurrency})
 }
 
@@ -119,4 +124,15 @@ func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
 	mux.Handle(InboxPath, h)
 	mux.Handle(InboxPath+"/", h)
 	mux.Handle(InboxPath+".json", h)
+}
+
+// MountSupport serves the support view (support.Path and its .json) on
+// mux, reading the ledger with d.JS: on the admin address of the workers
+// that may read SCOPES and LINKS (issuer, redeemer), only to requests
+// addressed to an IP, localhost or a service name (admin.InternalHostsOnly,
+// against DNS rebinding).
+func MountSupport(mux *http.ServeMux, d Deps) {
+	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock, d.Log))
+	mux.Handle(support.Path, h)
+	mux.Handle(support.Path+".json", h)
 }

@@ -221,10 +221,11 @@ func (p *Process) OpenStore(name string, buckets ...string) (*bolt.DB, error) {
 }
 
 // AdminMux is a mux serving the process's /healthz, /readyz (connected to
-// NATS) and /metrics.
-func (p *Process) AdminMux() *http.ServeMux {
+// NATS, and every one of checks passes: a worker's own readiness, such as
+// the mailer's while the mail provider refuses every send) and /metrics.
+func (p *Process) AdminMux(checks ...admin.Ready) *http.ServeMux {
 	mux := http.NewServeMux()
-	admin.Register(mux, p.Metrics, admin.NATSReady(p.NC))
+	admin.Register(mux, p.Metrics, append([]admin.Ready{admin.NATSReady(p.NC)}, checks...)...)
 	return mux
 }
 
