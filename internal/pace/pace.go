@@ -84,6 +84,8 @@ const (
 	// outside the pacer: the SES call and the JetStream round trips around
 	// it, with room for a loaded host.
 	AssumedLatency = 500 * time.Millisecond
+	// MaxPeers bounds the peers a Limiter keeps track of.
+	MaxPeers = 1024
 	// MaxConcurrency caps Concurrency.
 	MaxConcurrency = 512
 )
@@ -528,6 +530,9 @@ func (l *Limiter) observe(hb heartbeat, now time.Time) {
 	if hb.Leaving {
 		delete(l.peers, hb.ID)
 		return
+	}
+	if _, known := l.peers[hb.ID]; !known && len(l.peers) >= MaxPeers {
+		return // bounded, whatever is published on the subject
 	}
 	l.peers[hb.ID] = peer{seen: now, busy: hb.Busy}
 }

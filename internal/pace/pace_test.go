@@ -3,6 +3,7 @@ package pace
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -136,6 +137,20 @@ func TestBusyWhileWaitingAndShortlyAfter(t *testing.T) {
 	clk.Advance(time.Millisecond)
 	if busy() {
 		t.Fatalf("still busy %v after the last email", IdleAfter)
+	}
+}
+
+func TestPeersAreBounded(t *testing.T) {
+	clk := clock.NewFake(t0)
+	l := start(t, Config{Rate: 100, Clock: clk})
+	for i := range 5000 {
+		l.observe(heartbeat{ID: fmt.Sprint("p", i), Busy: true}, clk.Now())
+	}
+	l.mu.Lock()
+	n := len(l.peers)
+	l.mu.Unlock()
+	if n != MaxPeers {
+		t.Fatalf("%d peers kept, want at most %d", n, MaxPeers)
 	}
 }
 
