@@ -27,7 +27,9 @@
 // that stops (Close) says so, and one that dies silently is forgotten
 // after three heartbeats. Idle replicas take no share, so one
 // busy replica among three idle ones still sends at the whole rate. The
-// cost is one small core-NATS message per replica per second.
+// cost is one small core-NATS message per replica per second. A forged
+// heartbeat can only slow the replicas down (a peer never adds to the
+// pace), and at most MaxPeers peers are kept.
 //
 // Adaptive slow-down (AIMD): every throttling answer (Throttled) cuts
 // factor by 25 % (at most once per CutGap, since answers to sends made
@@ -38,8 +40,8 @@
 // storm.
 //
 // The bucket holds 50 ms of pace, at least two emails: an idle replica
-// cannot save up a burst, and a timer that fires late (a loaded machine)
-// costs no throughput, the next send catching up.
+// cannot save up a burst, and a waiter woken up to 50 ms late (a loaded
+// host) costs no throughput, the next sends catching up.
 //
 // The rate: Config.Rate when set (LINKPIPE_SES_MAX_RATE); otherwise the
 // Quota (SES GetAccount's MaxSendRate), read at Start and again every
@@ -48,7 +50,7 @@
 // not paced, only warned about, and the quota is asked again every minute.
 //
 // Concurrency sizes how many emails a replica keeps in flight for a rate
-// (rate × AssumedLatency, at least 8).
+// (rate × AssumedLatency + 4, at least 8, at most MaxConcurrency).
 package pace
 
 import (
