@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -86,6 +87,13 @@ var (
 			}
 			return nil
 		}}
+	// SESMaxRate overrides the account's MaxSendRate (package pace).
+	SESMaxRate = Var{Env: "LINKPIPE_SES_MAX_RATE",
+		Usage: "emails/s all mailer replicas together send through SES; unset: the account's MaxSendRate (SES GetAccount, re-read every 5 min)",
+		Check: checkPositiveFloat}
+	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
+		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8)",
+		Check: checkPositiveInt}
 	// MailMaxAttempts is the mailer's attempt budget per email.
 	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
 		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
@@ -196,6 +204,14 @@ func checkBaseURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%q is not an absolute http(s) URL without query", s)
+	}
+	return nil
+}
+
+func checkPositiveFloat(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return fmt.Errorf("%q is not a positive number", s)
 	}
 	return nil
 }
@@ -335,7 +351,7 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, LogLevel, ShutdownTimeout,
-		MailMaxAttempts,
+		MailMaxAttempts, SESMaxRate, MailConcurrency,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
 }
 
