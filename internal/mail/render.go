@@ -413,7 +413,7 @@ var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!DOCTYPE html>
 <p style="margin:0 0 16px;font-size:13px;line-height:1.5;color:#52606d;">If the button does not work, copy this address into your browser:<br><a href="{{.URL}}" style="color:#1f6feb;word-break:break-all;">{{.URL}}</a></p>
 {{end}}{{range .Notes}}<p style="margin:0 0 16px;font-size:14px;line-height:1.5;color:#323f4b;">{{.}}</p>
 {{end}}<hr style="border:none;border-top:1px solid #e4e7eb;margin:24px 0 16px;">
-<p style="margin:0;font-size:12px;line-height:1.5;color:#7b8794;">{{.Footer}}</p>
+<p style="margin:0;font-size:12px;line-height:1.5;color:#52606d;">{{.Footer}}</p>
 </td></tr>
 </table>
 </td></tr>

@@ -6,13 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/linkpipe/linkpipe/internal/browsertest"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -168,30 +168,20 @@ func TestInboxKeepsMessagesAcrossRestart(t *testing.T) {
 // headless Chromium and clicks the button inside the sandboxed HTML frame:
 // the whole tab must land on the link's page.
 func TestInboxLinkClickableInChromium(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skip("chromium is not installed at " + chromium)
-	}
+	bctx := browsertest.Start(t, browsertest.Timeout(20*time.Second),
+		// Keep the sandboxed frame in the page's process so FromNode reaches it
+		// (Chrome otherwise isolates sandboxed frames into their own target).
+		browsertest.Flags(chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,IsolateSandboxedIframes")))
 	s := newSink(t)
 	srv := serveInbox(t, s, "/inbox")
 	target := srv.URL + "/target?t=k1.abc"
 	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", Subject: "Sign in",
 		Text: target, HTML: `<p>Hello</p><p><a id="btn" href="` + target + `">Sign in</a></p>`})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
-		chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		// Keep the sandboxed frame in the page's process so FromNode reaches it
-		// (Chrome otherwise isolates sandboxed frames into their own target).
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,IsolateSandboxedIframes"))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
 	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/inbox/1")); err != nil {
 		t.Fatal(err)
 	}
-	tctx, cancel := context.WithTimeout(bctx, 20*time.Second)
-	defer cancel()
+	tctx := bctx
 	frames, err := chromedp.Run(tctx, chromedp.Nodes(chromedp.CSS("iframe")))
 	if err != nil || len(frames) != 1 {
 		t.Fatalf("iframe: %v %v", frames, err)

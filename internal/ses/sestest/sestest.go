@@ -19,13 +19,14 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+
+	"github.com/linkpipe/linkpipe/internal/testdeps"
 )
 
 // Region is the region every test endpoint claims.
@@ -60,58 +61,10 @@ type Local struct {
 	URL string
 }
 
-// FindCLI walks up from the working directory to testdeps/ and returns the
-// emulator's cli.js. When testdeps/node_modules is missing (a fresh clone),
-// it runs `npm ci` there first, under a file lock so that test binaries of
-// several packages running at once install it only once.
+// FindCLI returns the emulator's cli.js in testdeps/, installing the test
+// npm packages first when they are missing (testdeps.Path).
 func FindCLI() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		deps := filepath.Join(dir, "testdeps")
-		if _, err := os.Stat(filepath.Join(deps, "package.json")); err == nil {
-			cli := filepath.Join(deps, "node_modules", "aws-ses-v2-local", "dist", "cli.js")
-			if err := installOnce(deps, cli); err != nil {
-				return "", err
-			}
-			return cli, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("testdeps/package.json not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func installOnce(deps, cli string) error {
-	if _, err := os.Stat(cli); err == nil {
-		return nil
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		return fmt.Errorf("%s is not installed and npm is not on PATH to install it", cli)
-	}
-	lock, err := os.OpenFile(filepath.Join(deps, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(cli); err == nil {
-		return nil // another test binary installed it while we waited
-	}
-	cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = deps
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("npm ci in %s: %v\n%s", deps, err, out)
-	}
-	return nil
+	return testdeps.Path(filepath.Join("node_modules", "aws-ses-v2-local", "dist", "cli.js"))
 }
 
 var listening = regexp.MustCompile(`server running at https?://[^:]+:(\d+)`)
