@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -58,7 +59,7 @@ var devTmpl = template.Must(template.New("dev").Parse(`<!doctype html><html lang
 <p>Everything runs in this process: an embedded NATS server with JetStream, the issuer, the mailer (writing to a
 local inbox instead of Amazon SES) and the redeemer.</p>
 <ol><li>Send a sample sign-in request below (it is published to <code>actions.signin.requested</code>).</li>
-<li>The <a href="/inbox">inbox</a> shows the email a moment later; open it and click the link.</li>
+<li>The <a href="/inbox">inbox</a> opens when the email arrives (a moment later); click its link.</li>
 <li>Confirm, and the demo portal shows the verified ticket.</li></ol>
 <form class="box" method="post" action="/dev/signin">
 <label for="client">Client id</label><input id="client" name="client" value="client-1" pattern="[A-Za-z0-9_-]{1,64}" required>
@@ -91,12 +92,15 @@ func (d *devPages) publishSignin(w http.ResponseWriter, r *http.Request) {
 			Name: strings.TrimSpace(r.PostFormValue("name"))},
 		ReturnTo: strings.TrimSpace(r.PostFormValue("return_to")),
 	}
+	// The inbox waits for an email received from now on (it does not
+	// refresh itself).
+	since := d.clock.Now().UTC()
 	if _, err := events.Publish(r.Context(), d.js, a); err != nil {
 		http.Redirect(w, r, "/dev?error="+template.URLQueryEscaper(err.Error()), http.StatusSeeOther)
 		return
 	}
 	d.log.Info("dev sign-in request published", keyEventID, a.EventID)
-	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+	http.Redirect(w, r, "/inbox?since="+since.Format(time.RFC3339Nano), http.StatusSeeOther)
 }
 
 var portalTmpl = template.Must(template.New("portal").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">

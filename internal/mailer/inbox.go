@@ -16,8 +16,13 @@ type inboxRow struct {
 type listPage struct {
 	Title string
 	Back  string
-	JSON  string
-	Rows  []inboxRow
+	// Self is the inbox's own address (the "check for new email" link).
+	Self string
+	JSON string
+	Rows []inboxRow
+	// NoneYet says that the email the request waited for (?since=) has not
+	// arrived.
+	NoneYet bool
 }
 
 type header struct{ Name, Value string }
@@ -82,7 +87,6 @@ const pageHead = `<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-{{block "refresh" .}}{{end}}
 <title>{{.Title}} · linkpipe mail sink</title>
 <style>
 body{margin:0;font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2933;background:#f4f5f7}
@@ -93,13 +97,13 @@ main{max-width:980px;margin:24px auto;padding:0 16px}
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:16px 20px;margin-bottom:16px}
 table{width:100%;border-collapse:collapse}
 th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #e4e7eb;vertical-align:top}
-th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#7b8794}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}
 td.when{white-space:nowrap;color:#52606d}
 a{color:#1f6feb}
 .btn{display:inline-block;background:#1f6feb;color:#fff;text-decoration:none;padding:4px 12px;border-radius:4px;font-size:13px;white-space:nowrap}
-.muted{color:#7b8794}
+.muted{color:#52606d}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
-dt{color:#7b8794}
+dt{color:#52606d}
 dd{margin:0;word-break:break-all}
 iframe{width:100%;height:560px;border:1px solid #e4e7eb;border-radius:6px;background:#fff}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
@@ -118,9 +122,10 @@ const pageFoot = `</main>
 </html>
 `
 
-var listTmpl = template.Must(template.New("list").Parse(`{{define "refresh"}}<meta http-equiv="refresh" content="3">{{end}}` + pageHead + `
+var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 <div class="card">
-<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first; this page refreshes itself every few seconds. For scripts: <a href="{{.JSON}}">JSON</a>.</p>
+<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first. <a href="{{.Self}}">Check for new email</a> (this page does not refresh itself). For scripts: <a href="{{.JSON}}">JSON</a>.</p>
+{{if .NoneYet}}<p role="status" style="margin:8px 0 0">The email you asked for has not arrived yet; check again in a moment.</p>{{end}}
 </div>
 <div class="card">
 {{if .Rows}}<table>

@@ -206,3 +206,37 @@ func TestInboxLinkClickableInChromium(t *testing.T) {
 		t.Fatalf("the tab is at %q titled %q (%v), want the link %s", location, title, err, target)
 	}
 }
+
+// TestInboxWaitsForAnEmailSince: the inbox does not refresh itself (a
+// timed refresh fails WCAG 2.2.1); GET ?since=<time> answers once an email
+// received at or after that time is in, and a bad time is refused.
+func TestInboxWaitsForAnEmailSince(t *testing.T) {
+	s := newSink(t)
+	srv := serveInbox(t, s, "/inbox")
+	type answer struct {
+		status int
+		body   string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/inbox?since=" + t0.Format(time.RFC3339Nano))
+		if err != nil {
+			got <- answer{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, string(b)}
+	}()
+	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", Subject: "Awaited", Text: "x"})
+	a := <-got
+	if a.status != http.StatusOK || !strings.Contains(a.body, "Awaited") || strings.Contains(a.body, "has not arrived") {
+		t.Fatalf("%d\n%s", a.status, a.body)
+	}
+	if strings.Contains(a.body, `http-equiv="refresh"`) || !strings.Contains(a.body, "Check for new email") {
+		t.Fatalf("the inbox refreshes itself or has no way to check again:\n%s", a.body)
+	}
+	if status, _, _ := get(t, srv.URL+"/inbox?since=yesterday"); status != http.StatusBadRequest {
+		t.Fatalf("bad since: %d", status)
+	}
+}
