@@ -22,7 +22,7 @@ var pageLanguages = []string{"en"}
 // TestPagesAccessible checks every page the redeemer serves with axe-core
 // in Chromium, at desktop and phone widths: the confirm page of each link
 // kind (the telehealth one is the waiting room's way in), the refusal page
-// of each reason, the renewal answer and the rate-limit page: no WCAG 2.1 AA
+// of each reason, the renewal answer, the rate-limit page and the cross-site refusal: no WCAG 2.1 AA
 // violation, and <html lang> in the page's language. Adding a page is one
 // line in the table.
 func TestPagesAccessible(t *testing.T) {
@@ -76,9 +76,16 @@ func TestPagesAccessible(t *testing.T) {
 	renew, _ := link("renew", spec{Client: "c-renew"})
 	link("renew-newer", spec{Client: "c-renew"})
 
+	// A form on another site posting to a link: the redeemer refuses it (403).
+	crossSite := browsertest.ServeHTML(t, `<!doctype html><html lang="en"><title>elsewhere</title>
+<form method="post" action="`+s.URL+"/l/"+signin+`"><button>go</button></form></html>`)
 	limited := e.start(func(c *redeemer.Config) { c.ClickPerIP, c.ClickIPBurst = rate.Every(time.Hour), 1 })
 	do(t, c, "GET", limited.URL+"/l/"+signin) // uses up this IP's clicks
 
+	press := chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("form button")))
+		return err
+	})
 	for _, lang := range pageLanguages {
 		browsertest.CheckPages(ctx, t,
 			browsertest.Page{Name: "confirm-signin", Lang: lang, URL: s.URL + "/l/" + signin},
@@ -92,11 +99,9 @@ func TestPagesAccessible(t *testing.T) {
 			browsertest.Page{Name: "refusal-not_yet_valid", Lang: lang, URL: refused(early, events.ReasonNotYetValid)},
 			browsertest.Page{Name: "refusal-not_found", Lang: lang, URL: refused(unknown, events.ReasonNotFound)},
 			browsertest.Page{Name: "renewed", Lang: lang, URL: refused(renew, events.ReasonSuperseded),
-				Then: chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-					_, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("form button")))
-					return err
-				})},
+				Then: press},
 			browsertest.Page{Name: "limited", Lang: lang, URL: limited.URL + "/l/" + signin},
+			browsertest.Page{Name: "forbidden", Lang: lang, URL: crossSite, Then: press},
 		)
 	}
 }
