@@ -19,9 +19,18 @@ import (
 	"github.com/linkpipe/linkpipe/internal/testdeps"
 )
 
-// AxeTags are the axe-core rule tags checked: WCAG 2.0 and 2.1, levels A
-// and AA.
-var axeTags = []string{"wcag2a", "wcag2aa", "wcag21a", "wcag21aa"}
+// Rules are the axe-core rule tags a check runs.
+type Rules []string
+
+// WCAG is WCAG 2.0 and 2.1, levels A and AA: what every page and email
+// must meet.
+func WCAG() Rules { return Rules{"wcag2a", "wcag2aa", "wcag21a", "wcag21aa"} }
+
+// WCAGAndBestPractice adds axe-core's best practices (one main landmark,
+// content inside landmarks, one h1, named table headers) to WCAG: what
+// pages meet. Emails are held to WCAG only: mail clients re-wrap their
+// HTML in their own page.
+func WCAGAndBestPractice() Rules { return append(WCAG(), "best-practice") }
 
 // Page is one page to check for accessibility.
 type Page struct {
@@ -35,6 +44,8 @@ type Page struct {
 	// Then, when set, runs after the page loads (pressing a button, say);
 	// the page checked is the one it lands on.
 	Then chromedp.Action[chromedp.Void]
+	// Rules are the rules checked; nil means WCAGAndBestPractice.
+	Rules Rules
 }
 
 // Viewport is a window size a page is checked at.
@@ -76,10 +87,10 @@ func (v Violation) String() string {
 }
 
 // Axe runs axe-core (testdeps/node_modules/axe-core) on the document the
-// tab shows and returns the WCAG 2.1 A and AA rules it breaks. The page's
+// tab shows and returns the rules (by tag: WCAG(), ...) it breaks. The page's
 // Content-Security-Policy does not stop it (the script is evaluated through
 // the DevTools protocol).
-func Axe(ctx context.Context) ([]Violation, error) {
+func Axe(ctx context.Context, rules Rules) ([]Violation, error) {
 	path, err := testdeps.Path(filepath.Join("node_modules", "axe-core", "axe.min.js"))
 	if err != nil {
 		return nil, err
@@ -91,7 +102,7 @@ func Axe(ctx context.Context) ([]Violation, error) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](string(src)+"\n;typeof axe === 'object'")); err != nil {
 		return nil, fmt.Errorf("loading axe-core: %w", err)
 	}
-	tags, _ := json.Marshal(axeTags)
+	tags, _ := json.Marshal(rules)
 	run := `axe.run(document, {runOnly: {type: 'tag', values: ` + string(tags) + `}, resultTypes: ['violations']}).then(r => r.violations)`
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[[]Violation](run, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -109,7 +120,7 @@ func CheckPages(ctx context.Context, t *testing.T, pages ...Page) {
 }
 
 // CheckPage opens p at every viewport, in p.Lang, and fails the test with
-// each WCAG 2.1 AA violation axe-core finds there, and when the page does not
+// each violation of p.Rules axe-core finds there, and when the page does not
 // declare p.Lang. It keeps a screenshot of each as
 // ShotsDir/a11y-<name>-<lang>-<viewport>.png.
 func CheckPage(ctx context.Context, t *testing.T, p Page) {
@@ -140,7 +151,11 @@ func CheckPage(ctx context.Context, t *testing.T, p Page) {
 		if err != nil || !strings.HasPrefix(strings.ToLower(lang), p.Lang) {
 			t.Errorf("%s: <html lang=%q> (%v), want %q", where, lang, err, p.Lang)
 		}
-		violations, err := Axe(ctx)
+		rules := p.Rules
+		if rules == nil {
+			rules = WCAGAndBestPractice()
+		}
+		violations, err := Axe(ctx, rules)
 		if err != nil {
 			t.Errorf("%s: %v", where, err)
 			continue

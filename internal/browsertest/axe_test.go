@@ -21,7 +21,7 @@ func TestAxeFindsViolations(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
-	v, err := browsertest.Axe(ctx)
+	v, err := browsertest.Axe(ctx, browsertest.WCAG())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ var devLanguages = []string{"en"}
 // TestDevPagesAccessible checks the pages of `linkpipe dev` with axe-core in
 // Chromium, at desktop and phone widths: /dev (with and without an error),
 // the inbox empty and with an email, one email's page, and the demo portal
-// with and without a ticket: no WCAG 2.1 AA violation, and <html lang> in
+// with and without a ticket: no WCAG 2.1 AA violation nor breach of axe's best practices, and <html lang> in
 // the page's language. Adding a page (the support view, say) is one line in
 // the table.
 func TestDevPagesAccessible(t *testing.T) {

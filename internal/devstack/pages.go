@@ -54,7 +54,7 @@ code,pre{background:#eef2f6;border-radius:4px;padding:.1rem .3rem;white-space:pr
 </style>`
 
 var devTmpl = template.Must(template.New("dev").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>linkpipe dev</title>` + style + `</head><body>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>linkpipe dev</title>` + style + `</head><body><main>
 <h1>linkpipe — dev mode</h1>
 <p>Everything runs in this process: an embedded NATS server with JetStream, the issuer, the mailer (writing to a
 local inbox instead of Amazon SES) and the redeemer.</p>
@@ -71,7 +71,7 @@ local inbox instead of Amazon SES) and the redeemer.</p>
 {{if .Error}}<p class="bad">{{.Error}}</p>{{end}}
 <p>Publish from a shell instead: <code>go run ./cmd/linkpipe publish signin --practice demo --client client-2 --email sam@example.com</code></p>
 <p>Other pages: <a href="/inbox">inbox</a> · <a href="/.well-known/jwks.json">JWKS</a> · <a href="/metrics">metrics</a> · <a href="/readyz">readyz</a></p>
-</body></html>`))
+</main></body></html>`))
 
 func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -104,14 +104,14 @@ func (d *devPages) publishSignin(w http.ResponseWriter, r *http.Request) {
 }
 
 var portalTmpl = template.Must(template.New("portal").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>Demo portal</title>` + style + `</head><body>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>Demo portal</title>` + style + `</head><body><main>
 <h1>Demo client portal</h1>
 <p>Page: <code>{{.Path}}</code></p>
 {{if .Claims}}<p class="ok" id="verdict">Ticket verified against /.well-known/jwks.json</p>
 <div class="box"><pre id="claims">{{.Claims}}</pre></div>
 <p>A real portal would now start a session for <strong>{{.Sub}}</strong> that idles out after {{.Idle}} seconds.</p>
 {{else}}<p class="bad" id="verdict">No valid ticket: {{.Error}}</p>{{end}}
-<p><a href="/dev">Back to the dev page</a></p></body></html>`))
+<p><a href="/dev">Back to the dev page</a></p></main></body></html>`))
 
 func (d *devPages) portal(w http.ResponseWriter, r *http.Request) {
 	data := struct {

@@ -61,7 +61,8 @@ func TestEmailsAccessible(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			browsertest.CheckPage(ctx, t, browsertest.Page{Name: "email-" + name, Lang: lang, URL: browsertest.ServeHTML(t, m.HTML)})
+			browsertest.CheckPage(ctx, t, browsertest.Page{Name: "email-" + name, Lang: lang, URL: browsertest.ServeHTML(t, m.HTML),
+				Rules: browsertest.WCAG()})
 		}
 	}
 }

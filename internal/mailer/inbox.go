@@ -92,7 +92,7 @@ const pageHead = `<!DOCTYPE html>
 body{margin:0;font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2933;background:#f4f5f7}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;gap:16px;align-items:baseline}
 header a{color:#cbd2d9}
-header strong{font-size:17px}
+header h1{font-size:17px;margin:0}
 main{max-width:980px;margin:24px auto;padding:0 16px}
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:16px 20px;margin-bottom:16px}
 table{width:100%;border-collapse:collapse}
@@ -113,7 +113,7 @@ h2{font-size:14px;text-transform:uppercase;letter-spacing:.04em;color:#52606d;ma
 </style>
 </head>
 <body>
-<header><strong>linkpipe mail sink</strong>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
+<header><h1>linkpipe mail sink</h1>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
 <main>
 `
 
@@ -129,7 +129,7 @@ var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 </div>
 <div class="card">
 {{if .Rows}}<table>
-<thead><tr><th>To</th><th>Subject</th><th>Received</th><th></th></tr></thead>
+<thead><tr><th>To</th><th>Subject</th><th>Received</th><th>Link</th></tr></thead>
 <tbody>
 {{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">Open link</a>{{end}}</td></tr>
 {{end}}</tbody>

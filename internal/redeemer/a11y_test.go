@@ -22,9 +22,10 @@ var pageLanguages = []string{"en"}
 // TestPagesAccessible checks every page the redeemer serves with axe-core
 // in Chromium, at desktop and phone widths: the confirm page of each link
 // kind (the telehealth one is the waiting room's way in), the refusal page
-// of each reason, the renewal answer, the rate-limit page and the cross-site refusal: no WCAG 2.1 AA
-// violation, and <html lang> in the page's language. Adding a page is one
-// line in the table.
+// of each reason, the renewal answer, the rate-limit page and the
+// cross-site refusal: no WCAG 2.1 AA violation nor breach of axe's best
+// practices (landmarks, one h1), and <html lang> in the page's language.
+// Adding a page is one line in the table.
 func TestPagesAccessible(t *testing.T) {
 	ctx := browsertest.Start(t, browsertest.Timeout(4*time.Minute))
 	e := newEnv(t)
