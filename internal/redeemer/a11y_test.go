@@ -22,10 +22,11 @@ var pageLanguages = []string{"en"}
 // TestPagesAccessible checks every page the redeemer serves with axe-core
 // in Chromium, at desktop and phone widths: the confirm page of each link
 // kind (the telehealth one is the waiting room's way in), the refusal page
-// of each reason, the renewal answer, the rate-limit page and the
-// cross-site refusal: no WCAG 2.1 AA violation nor breach of axe's best
-// practices (landmarks, one h1), and <html lang> in the page's language.
-// Adding a page is one line in the table.
+// of each reason, the renewal answer, the rate-limit page, the cross-site
+// refusal and the page of a replica that lost NATS: no WCAG 2.1 AA
+// violation nor breach of axe's best practices (landmarks, one h1), and
+// <html lang> in the page's language. Adding a page is one line in the
+// table.
 func TestPagesAccessible(t *testing.T) {
 	ctx := browsertest.Start(t, browsertest.Timeout(4*time.Minute))
 	e := newEnv(t)
@@ -83,6 +84,16 @@ func TestPagesAccessible(t *testing.T) {
 	limited := e.start(func(c *redeemer.Config) { c.ClickPerIP, c.ClickIPBurst = rate.Every(time.Hour), 1 })
 	do(t, c, "GET", limited.URL+"/l/"+signin) // uses up this IP's clicks
 
+	// A replica that lost NATS: "Please try again in a minute" (503).
+	lost := newEnv(t)
+	lostSrv := lost.start()
+	lostTok, _ := lost.issue(spec{EventID: "ev-a11y-lost"})
+	lost.natsClosed.Store(true)
+	lost.nc.Close()
+	if a := do(t, c, "GET", lostSrv.URL+"/l/"+lostTok); a.status != http.StatusServiceUnavailable {
+		t.Fatalf("without NATS: %d\n%s", a.status, a.body)
+	}
+
 	press := chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		_, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("form button")))
 		return err
@@ -103,6 +114,7 @@ func TestPagesAccessible(t *testing.T) {
 				Then: press},
 			browsertest.Page{Name: "limited", Lang: lang, URL: limited.URL + "/l/" + signin},
 			browsertest.Page{Name: "forbidden", Lang: lang, URL: crossSite, Then: press},
+			browsertest.Page{Name: "unavailable", Lang: lang, URL: lostSrv.URL + "/l/" + lostTok},
 		)
 	}
 }
