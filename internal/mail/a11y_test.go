@@ -50,9 +50,15 @@ func everyEmail() map[string]*mail.Command {
 // axe-core in Chromium, at desktop and phone widths: no WCAG 2.1 AA
 // violation (the footer's grey once failed colour contrast).
 func TestEmailsAccessible(t *testing.T) {
+	emails := everyEmail()
+	for _, kind := range mail.Kinds() {
+		if _, ok := emails[kind]; !ok {
+			t.Errorf("no %s email is checked: add one to everyEmail", kind)
+		}
+	}
 	ctx := browsertest.Start(t, browsertest.Timeout(3*time.Minute))
 	for _, lang := range emailLanguages {
-		for name, c := range everyEmail() {
+		for name, c := range emails {
 			link := url
 			if c.LinkID == "" {
 				link = ""
