@@ -112,7 +112,7 @@ func Axe(ctx context.Context, rules Rules) ([]Violation, error) {
 }
 
 // CheckPages checks each page at every viewport (CheckPage).
-func CheckPages(ctx context.Context, t *testing.T, pages ...Page) {
+func CheckPages(ctx context.Context, t testing.TB, pages ...Page) {
 	t.Helper()
 	for _, p := range pages {
 		CheckPage(ctx, t, p)
@@ -120,10 +120,10 @@ func CheckPages(ctx context.Context, t *testing.T, pages ...Page) {
 }
 
 // CheckPage opens p at every viewport, in p.Lang, and fails the test with
-// each violation of p.Rules axe-core finds there, and when the page does not
-// declare p.Lang. It keeps a screenshot of each as
-// ShotsDir/a11y-<name>-<lang>-<viewport>.png.
-func CheckPage(ctx context.Context, t *testing.T, p Page) {
+// each violation of p.Rules axe-core finds there, when the page does not
+// declare p.Lang, and when it scrolls sideways (reflow, WCAG 1.4.10). It
+// keeps a screenshot of each as ShotsDir/a11y-<name>-<lang>-<viewport>.png.
+func CheckPage(ctx context.Context, t testing.TB, p Page) {
 	t.Helper()
 	if p.Lang == "" {
 		t.Fatalf("page %s: no language", p.Name)
@@ -150,6 +150,11 @@ func CheckPage(ctx context.Context, t *testing.T, p Page) {
 		lang, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.lang`))
 		if err != nil || !strings.HasPrefix(strings.ToLower(lang), p.Lang) {
 			t.Errorf("%s: <html lang=%q> (%v), want %q", where, lang, err, p.Lang)
+		}
+		// Reflow (WCAG 1.4.10), which axe cannot see: nothing makes the page
+		// scroll sideways.
+		if wide, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`)); err != nil || wide > 0 {
+			t.Errorf("%s: the page scrolls sideways by %d px (%v): content wider than the screen", where, wide, err)
 		}
 		rules := p.Rules
 		if rules == nil {

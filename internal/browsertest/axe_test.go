@@ -1,6 +1,7 @@
 package browsertest_test
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -39,5 +40,31 @@ func TestAxeFindsViolations(t *testing.T) {
 	}
 	if !strings.Contains(contrast, "color-contrast (serious)") || !strings.Contains(contrast, "faint") {
 		t.Fatalf("violation text %q", contrast)
+	}
+}
+
+// errors records a check's failures instead of failing the test.
+type errors struct {
+	testing.TB
+	got []string
+}
+
+func (e *errors) Errorf(format string, args ...any) {
+	e.got = append(e.got, fmt.Sprintf(format, args...))
+}
+
+// TestCheckPageFindsWhatAxeCannot: a page wider than the phone, and a page
+// in another language than the one asked for, fail the check at every
+// viewport.
+func TestCheckPageFindsWhatAxeCannot(t *testing.T) {
+	ctx := browsertest.Start(t)
+	url := browsertest.ServeHTML(t, `<!doctype html><html lang="en"><head><title>wide</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>Wide</h1><div style="width:1400px">too wide</div></main></body></html>`)
+	rec := &errors{TB: t}
+	browsertest.CheckPage(ctx, rec, browsertest.Page{Name: "selftest-wide", Lang: "es", URL: url})
+	got := strings.Join(rec.got, "\n")
+	if strings.Count(got, "scrolls sideways") != 2 || strings.Count(got, `<html lang="en">`) != 2 || len(rec.got) != 4 {
+		t.Fatalf("failures:\n%s", got)
 	}
 }

@@ -96,6 +96,10 @@ header h1{font-size:17px;margin:0}
 main{max-width:980px;margin:24px auto;padding:0 16px}
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:16px 20px;margin-bottom:16px}
 table{width:100%;border-collapse:collapse}
+.scroll{overflow-x:auto}
+@media (max-width:640px){.scroll table,.scroll tbody,.scroll tr,.scroll td{display:block}
+ .scroll thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+ .scroll tr{border-bottom:1px solid #e4e7eb;padding:8px 0}.scroll td{border:0;padding:2px 0}}
 th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #e4e7eb;vertical-align:top}
 th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}
 td.when{white-space:nowrap;color:#52606d}
@@ -128,12 +132,12 @@ var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 {{if .NoneYet}}<p role="status" style="margin:8px 0 0">The email you asked for has not arrived yet; check again in a moment.</p>{{end}}
 </div>
 <div class="card">
-{{if .Rows}}<table>
+{{if .Rows}}<div class="scroll" role="region" aria-label="Emails" tabindex="0"><table>
 <thead><tr><th>To</th><th>Subject</th><th>Received</th><th>Link</th></tr></thead>
 <tbody>
 {{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">Open link</a>{{end}}</td></tr>
 {{end}}</tbody>
-</table>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
+</table></div>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
 </div>
 ` + pageFoot))
 
