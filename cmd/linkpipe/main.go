@@ -6,6 +6,7 @@
 //	linkpipe explain ...              why a client's link did or did not work
 //	linkpipe deadletter list|replay   show and re-drive dead letters
 //	linkpipe load ...                 measure throughput and click latency
+//	linkpipe probe URL                container healthcheck: exit 0 on a 2xx answer
 package main
 
 import (
@@ -32,6 +33,7 @@ commands:
   deadletter  list dead letters, or replay them to their original subject:
             linkpipe deadletter list; linkpipe deadletter replay <seq|id>... | --all
   load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+  probe     GET a URL (a worker's /readyz), exit 0 on 2xx: the images' healthcheck
 
 Run "linkpipe <command> -h" for a command's flags.
 `
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runLoad(ctx, args[1:], getenv, stdout)
 	case "deadletter":
 		return runDeadletter(ctx, args[1:], getenv, stdout)
+	case "probe":
+		return runProbe(ctx, args[1:], getenv, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp

@@ -16,7 +16,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"github.com/linkpipe/linkpipe/internal/testdeps"
+	"github.com/linkpipe/linkpipe/internal/npmdeps"
 )
 
 // Rules are the axe-core rule tags a check runs.
@@ -91,8 +91,12 @@ func (v Violation) String() string {
 // Content-Security-Policy does not stop it (the script is evaluated through
 // the DevTools protocol).
 func Axe(ctx context.Context, rules Rules) ([]Violation, error) {
-	path, err := testdeps.Path(filepath.Join("node_modules", "axe-core", "axe.min.js"))
+	deps, err := npmdeps.Find("testdeps")
 	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(deps, "node_modules", "axe-core", "axe.min.js")
+	if err := npmdeps.Install(deps, path); err != nil {
 		return nil, err
 	}
 	src, err := os.ReadFile(path)

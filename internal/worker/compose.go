@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
+	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
@@ -19,6 +21,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/support"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -29,14 +32,27 @@ type Deps struct {
 	NC        *nats.Conn
 	Practices *practice.Directory
 	Metrics   *prometheus.Registry
-	Clock     clock.Clock
+	// Backlog, if set, is told which consumer each worker uses.
+	Backlog *bus.ConsumerMetrics
+	// Ready, if set, is the process's own readiness check (not stopping),
+	// added to the /readyz a worker serves itself (the redeemer's).
+	Ready admin.Ready
+	Clock clock.Clock
 	// Log is tagged with the worker's name.
 	Log *slog.Logger
+}
+
+// watch adds the worker's consumer to the process's backlog metrics.
+func (d Deps) watch(stream, consumer string) {
+	if d.Backlog != nil {
+		d.Backlog.Watch(stream, consumer)
+	}
 }
 
 // NewIssuer builds the issuer on its own bbolt file (opened with
 // issuer.Buckets()).
 func NewIssuer(d Deps, db *bolt.DB, keys *link.Keyring) (*issuer.Issuer, error) {
+	d.watch(bus.StreamActions, bus.ConsumerIssuer)
 	return issuer.New(issuer.Config{JS: d.JS, DB: db, Keys: keys, Practices: d.Practices,
 		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
@@ -56,6 +72,7 @@ type MailerSettings struct {
 
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
+	d.watch(bus.StreamMail, bus.ConsumerMailer)
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
 		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
@@ -81,7 +98,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 	}
 	rd, err := redeemer.New(redeemer.Config{JS: d.JS, NC: d.NC, Practices: d.Practices, Signer: signer,
 		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seeds[0]),
-		TrustedProxies: s.TrustedProxies, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		TrustedProxies: s.TrustedProxies, Ready: d.Ready, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -91,6 +108,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 // NewProjector builds the projector (SCOPES -> used/revoked lifecycle
 // events) from what its process shares; the redeemer's process runs it.
 func NewProjector(d Deps) (*projector.Projector, error) {
+	d.watch(bus.StreamScopes, bus.ConsumerProjector)
 	return projector.New(projector.Config{JS: d.JS, Log: d.Log, Metrics: d.Metrics})
 }
 
@@ -104,4 +122,15 @@ func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
 	mux.Handle(InboxPath, h)
 	mux.Handle(InboxPath+"/", h)
 	mux.Handle(InboxPath+".json", h)
+}
+
+// MountSupport serves the support view (support.Path and its .json) on
+// mux, reading the ledger with d.JS: on the admin address of the workers
+// that may read SCOPES and LINKS (issuer, redeemer), only to requests
+// addressed to an IP, localhost or a service name (admin.InternalHostsOnly,
+// against DNS rebinding).
+func MountSupport(mux *http.ServeMux, d Deps) {
+	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock, d.Log))
+	mux.Handle(support.Path, h)
+	mux.Handle(support.Path+".json", h)
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 
-	"github.com/linkpipe/linkpipe/internal/testdeps"
+	"github.com/linkpipe/linkpipe/internal/npmdeps"
 )
 
 // Region is the region every test endpoint claims.
@@ -61,10 +61,19 @@ type Local struct {
 	URL string
 }
 
-// FindCLI returns the emulator's cli.js in testdeps/, installing the test
-// npm packages first when they are missing (testdeps.Path).
+// FindCLI finds testdeps/ above the working directory and returns the
+// emulator's cli.js. When testdeps/node_modules is missing (a fresh clone),
+// it runs `npm ci` there first (npmdeps.Install: once across test binaries).
 func FindCLI() (string, error) {
-	return testdeps.Path(filepath.Join("node_modules", "aws-ses-v2-local", "dist", "cli.js"))
+	deps, err := npmdeps.Find("testdeps")
+	if err != nil {
+		return "", err
+	}
+	cli := filepath.Join(deps, "node_modules", "aws-ses-v2-local", "dist", "cli.js")
+	if err := npmdeps.Install(deps, cli); err != nil {
+		return "", err
+	}
+	return cli, nil
 }
 
 var listening = regexp.MustCompile(`server running at https?://[^:]+:(\d+)`)
