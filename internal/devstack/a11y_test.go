@@ -20,8 +20,9 @@ var devLanguages = []string{"en"}
 
 // TestDevPagesAccessible checks the pages of `linkpipe dev` with axe-core in
 // Chromium, at desktop and phone widths: /dev (with and without an error),
-// the inbox empty and with an email, one email's page, and the demo portal
-// with and without a ticket: no WCAG 2.1 AA violation nor breach of axe's best practices, and <html lang> in
+// the inbox empty and with an email, one email's page, the demo portal
+// with and without a ticket, and the support view (empty, a client with a
+// used link, an unknown client): no WCAG 2.1 AA violation nor breach of axe's best practices, and <html lang> in
 // the page's language. Adding a page (the support view, say) is one line in
 // the table.
 func TestDevPagesAccessible(t *testing.T) {
@@ -66,6 +67,9 @@ func TestDevPagesAccessible(t *testing.T) {
 			browsertest.Page{Name: "inbox-not-found", Lang: lang, URL: st.URL + "/inbox/nope"},
 			browsertest.Page{Name: "portal", Lang: lang, URL: portal},
 			browsertest.Page{Name: "portal-no-ticket", Lang: lang, URL: st.URL + "/portal/messages"},
+			browsertest.Page{Name: "support", Lang: lang, URL: st.URL + "/support"},
+			browsertest.Page{Name: "support-client", Lang: lang, URL: st.URL + "/support?practice=" + devstack.DemoPractice + "&client=client-a11y"},
+			browsertest.Page{Name: "support-unknown", Lang: lang, URL: st.URL + "/support?practice=" + devstack.DemoPractice + "&client=nobody"},
 		)
 	}
 }
