@@ -43,13 +43,13 @@ func TestAxeFindsViolations(t *testing.T) {
 	}
 }
 
-// errors records a check's failures instead of failing the test.
-type errors struct {
+// failures records a check's failures instead of failing the test.
+type failures struct {
 	testing.TB
 	got []string
 }
 
-func (e *errors) Errorf(format string, args ...any) {
+func (e *failures) Errorf(format string, args ...any) {
 	e.got = append(e.got, fmt.Sprintf(format, args...))
 }
 
@@ -61,7 +61,7 @@ func TestCheckPageFindsWhatAxeCannot(t *testing.T) {
 	url := browsertest.ServeHTML(t, `<!doctype html><html lang="en"><head><title>wide</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><main><h1>Wide</h1><div style="width:1400px">too wide</div></main></body></html>`)
-	rec := &errors{TB: t}
+	rec := &failures{TB: t}
 	browsertest.CheckPage(ctx, rec, browsertest.Page{Name: "selftest-wide", Lang: "es", URL: url})
 	got := strings.Join(rec.got, "\n")
 	if strings.Count(got, "scrolls sideways") != 2 || strings.Count(got, `<html lang="en">`) != 2 || len(rec.got) != 4 {
