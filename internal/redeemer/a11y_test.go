@@ -83,6 +83,9 @@ func TestPagesAccessible(t *testing.T) {
 <form method="post" action="`+s.URL+"/l/"+signin+`"><button>go</button></form></html>`)
 	limited := e.start(func(c *redeemer.Config) { c.ClickPerIP, c.ClickIPBurst = rate.Every(time.Hour), 1 })
 	do(t, c, "GET", limited.URL+"/l/"+signin) // uses up this IP's clicks
+	if a := do(t, c, "GET", limited.URL+"/l/"+signin); a.status != http.StatusTooManyRequests {
+		t.Fatalf("over the click limit: %d\n%s", a.status, a.body)
+	}
 
 	// A replica that lost NATS: "Please try again in a minute" (503).
 	lost := newEnv(t)
