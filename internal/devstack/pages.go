@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -53,12 +54,12 @@ code,pre{background:#eef2f6;border-radius:4px;padding:.1rem .3rem;white-space:pr
 </style>`
 
 var devTmpl = template.Must(template.New("dev").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>linkpipe dev</title>` + style + `</head><body>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>linkpipe dev</title>` + style + `</head><body><main>
 <h1>linkpipe — dev mode</h1>
 <p>Everything runs in this process: an embedded NATS server with JetStream, the issuer, the mailer (writing to a
 local inbox instead of Amazon SES) and the redeemer.</p>
 <ol><li>Send a sample sign-in request below (it is published to <code>actions.signin.requested</code>).</li>
-<li>The <a href="/inbox">inbox</a> shows the email a moment later; open it and click the link.</li>
+<li>The <a href="/inbox">inbox</a> opens when the email arrives (a moment later); click its link.</li>
 <li>Confirm, and the demo portal shows the verified ticket.</li></ol>
 <form class="box" method="post" action="/dev/signin">
 <label for="client">Client id</label><input id="client" name="client" value="client-1" pattern="[A-Za-z0-9_-]{1,64}" required>
@@ -70,7 +71,7 @@ local inbox instead of Amazon SES) and the redeemer.</p>
 {{if .Error}}<p class="bad">{{.Error}}</p>{{end}}
 <p>Publish from a shell instead: <code>go run ./cmd/linkpipe publish signin --practice demo --client client-2 --email sam@example.com</code></p>
 <p>Other pages: <a href="/inbox">inbox</a> · <a href="/support">support view</a> (why can't a client get in?) · <a href="/.well-known/jwks.json">JWKS</a> · <a href="/metrics">metrics</a> · <a href="/readyz">readyz</a></p>
-</body></html>`))
+</main></body></html>`))
 
 func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -91,23 +92,26 @@ func (d *devPages) publishSignin(w http.ResponseWriter, r *http.Request) {
 			Name: strings.TrimSpace(r.PostFormValue("name"))},
 		ReturnTo: strings.TrimSpace(r.PostFormValue("return_to")),
 	}
+	// The inbox waits for an email received from now on (it does not
+	// refresh itself).
+	since := d.clock.Now().UTC()
 	if _, err := events.Publish(r.Context(), d.js, a); err != nil {
 		http.Redirect(w, r, "/dev?error="+template.URLQueryEscaper(err.Error()), http.StatusSeeOther)
 		return
 	}
 	d.log.Info("dev sign-in request published", keyEventID, a.EventID)
-	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+	http.Redirect(w, r, "/inbox?since="+since.Format(time.RFC3339Nano), http.StatusSeeOther)
 }
 
 var portalTmpl = template.Must(template.New("portal").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>Demo portal</title>` + style + `</head><body>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>Demo portal</title>` + style + `</head><body><main>
 <h1>Demo client portal</h1>
 <p>Page: <code>{{.Path}}</code></p>
 {{if .Claims}}<p class="ok" id="verdict">Ticket verified against /.well-known/jwks.json</p>
 <div class="box"><pre id="claims">{{.Claims}}</pre></div>
 <p>A real portal would now start a session for <strong>{{.Sub}}</strong> that idles out after {{.Idle}} seconds.</p>
 {{else}}<p class="bad" id="verdict">No valid ticket: {{.Error}}</p>{{end}}
-<p><a href="/dev">Back to the dev page</a></p></body></html>`))
+<p><a href="/dev">Back to the dev page</a></p></main></body></html>`))
 
 func (d *devPages) portal(w http.ResponseWriter, r *http.Request) {
 	data := struct {

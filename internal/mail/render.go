@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	htmltemplate "html/template"
+	"maps"
+	"slices"
 	"strings"
 	texttemplate "text/template"
 	"time"
@@ -112,23 +114,28 @@ type view struct {
 
 type renderer func(v *view) (content, error)
 
+// renderers is every kind's renderer.
+func renderers() map[string]renderer {
+	return map[string]renderer{
+		KindSignin:                 renderSignin,
+		KindDocument:               renderDocument,
+		KindAppointmentConfirmed:   renderAppointmentConfirmed,
+		KindAppointmentReminder:    renderAppointmentReminder,
+		KindAppointmentRescheduled: renderAppointmentRescheduled,
+		KindAppointmentCanceled:    renderAppointmentCanceled,
+	}
+}
+
 // contentFor returns the renderer of a kind.
 func contentFor(kind string) (renderer, bool) {
-	switch kind {
-	case KindSignin:
-		return renderSignin, true
-	case KindDocument:
-		return renderDocument, true
-	case KindAppointmentConfirmed:
-		return renderAppointmentConfirmed, true
-	case KindAppointmentReminder:
-		return renderAppointmentReminder, true
-	case KindAppointmentRescheduled:
-		return renderAppointmentRescheduled, true
-	case KindAppointmentCanceled:
-		return renderAppointmentCanceled, true
-	}
-	return nil, false
+	r, ok := renderers()[kind]
+	return r, ok
+}
+
+// Kinds returns every kind Render knows, sorted (for tests that must cover
+// each one).
+func Kinds() []string {
+	return slices.Sorted(maps.Keys(renderers()))
 }
 
 // Time layouts: link validity in UTC (we do not know the client's zone),
@@ -413,7 +420,7 @@ var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!DOCTYPE html>
 <p style="margin:0 0 16px;font-size:13px;line-height:1.5;color:#52606d;">If the button does not work, copy this address into your browser:<br><a href="{{.URL}}" style="color:#1f6feb;word-break:break-all;">{{.URL}}</a></p>
 {{end}}{{range .Notes}}<p style="margin:0 0 16px;font-size:14px;line-height:1.5;color:#323f4b;">{{.}}</p>
 {{end}}<hr style="border:none;border-top:1px solid #e4e7eb;margin:24px 0 16px;">
-<p style="margin:0;font-size:12px;line-height:1.5;color:#7b8794;">{{.Footer}}</p>
+<p style="margin:0;font-size:12px;line-height:1.5;color:#52606d;">{{.Footer}}</p>
 </td></tr>
 </table>
 </td></tr>

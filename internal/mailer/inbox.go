@@ -16,8 +16,13 @@ type inboxRow struct {
 type listPage struct {
 	Title string
 	Back  string
-	JSON  string
-	Rows  []inboxRow
+	// Self is the inbox's own address (the "check for new email" link).
+	Self string
+	JSON string
+	Rows []inboxRow
+	// NoneYet says that the email the request waited for (?since=) has not
+	// arrived.
+	NoneYet bool
 }
 
 type header struct{ Name, Value string }
@@ -82,24 +87,27 @@ const pageHead = `<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-{{block "refresh" .}}{{end}}
 <title>{{.Title}} · linkpipe mail sink</title>
 <style>
 body{margin:0;font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2933;background:#f4f5f7}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;gap:16px;align-items:baseline}
 header a{color:#cbd2d9}
-header strong{font-size:17px}
+header h1{font-size:17px;margin:0}
 main{max-width:980px;margin:24px auto;padding:0 16px}
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:16px 20px;margin-bottom:16px}
 table{width:100%;border-collapse:collapse}
+.scroll{overflow-x:auto}
+@media (max-width:640px){.scroll table,.scroll tbody,.scroll tr,.scroll td{display:block}
+ .scroll thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+ .scroll tr{border-bottom:1px solid #e4e7eb;padding:8px 0}.scroll td{border:0;padding:2px 0}}
 th,td{text-align:left;padding:8px 10px;border-bottom:1px solid #e4e7eb;vertical-align:top}
-th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#7b8794}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}
 td.when{white-space:nowrap;color:#52606d}
 a{color:#1f6feb}
 .btn{display:inline-block;background:#1f6feb;color:#fff;text-decoration:none;padding:4px 12px;border-radius:4px;font-size:13px;white-space:nowrap}
-.muted{color:#7b8794}
+.muted{color:#52606d}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
-dt{color:#7b8794}
+dt{color:#52606d}
 dd{margin:0;word-break:break-all}
 iframe{width:100%;height:560px;border:1px solid #e4e7eb;border-radius:6px;background:#fff}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
@@ -109,7 +117,7 @@ h2{font-size:14px;text-transform:uppercase;letter-spacing:.04em;color:#52606d;ma
 </style>
 </head>
 <body>
-<header><strong>linkpipe mail sink</strong>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
+<header><h1>linkpipe mail sink</h1>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
 <main>
 `
 
@@ -118,17 +126,18 @@ const pageFoot = `</main>
 </html>
 `
 
-var listTmpl = template.Must(template.New("list").Parse(`{{define "refresh"}}<meta http-equiv="refresh" content="3">{{end}}` + pageHead + `
+var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 <div class="card">
-<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first; this page refreshes itself every few seconds. For scripts: <a href="{{.JSON}}">JSON</a>.</p>
+<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first. <a href="{{.Self}}">Check for new email</a> (this page does not refresh itself). For scripts: <a href="{{.JSON}}">JSON</a>.</p>
+{{if .NoneYet}}<p role="status" style="margin:8px 0 0">The email you asked for has not arrived yet; check again in a moment.</p>{{end}}
 </div>
 <div class="card">
-{{if .Rows}}<table>
-<thead><tr><th>To</th><th>Subject</th><th>Received</th><th></th></tr></thead>
+{{if .Rows}}<div class="scroll" role="region" aria-label="Emails" tabindex="0"><table>
+<thead><tr><th>To</th><th>Subject</th><th>Received</th><th>Link</th></tr></thead>
 <tbody>
 {{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">Open link</a>{{end}}</td></tr>
 {{end}}</tbody>
-</table>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
+</table></div>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
 </div>
 ` + pageFoot))
 

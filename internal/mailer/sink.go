@@ -34,7 +34,15 @@ type Sink struct {
 	mu         sync.Mutex
 	pending    []*storeReq
 	committing bool
+
+	// arrived is closed (and replaced) whenever an email is stored, to wake
+	// inbox requests waiting for one (?since=).
+	arrivedMu sync.Mutex
+	arrived   chan struct{}
 }
+
+// MaxInboxWait bounds how long GET <prefix>?since= waits for an email.
+const MaxInboxWait = 10 * time.Second
 
 // SinkMessage is one stored email; its JSON form is what GET <prefix>.json
 // lists.
@@ -69,7 +77,7 @@ func NewSink(db *bolt.DB, clk clock.Clock) (*Sink, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("mailer: sink bucket: %w", err)
 	}
-	return &Sink{db: db, clock: clk}, nil
+	return &Sink{db: db, clock: clk, arrived: make(chan struct{})}, nil
 }
 
 var urlPattern = regexp.MustCompile(`https?://[^\s<>"']+`)
@@ -98,6 +106,10 @@ func (s *Sink) Send(ctx context.Context, m *mail.Message) (string, error) {
 	if r.err != nil {
 		return "", fmt.Errorf("mailer: sink: %w: %w", mail.ErrTransient, r.err)
 	}
+	s.arrivedMu.Lock()
+	close(s.arrived)
+	s.arrived = make(chan struct{})
+	s.arrivedMu.Unlock()
 	return r.rec.MessageID, nil
 }
 
@@ -220,7 +232,10 @@ func (s *Sink) Message(id string) (SinkMessage, bool, error) {
 // prefix, prefix+"/" and prefix+".json" (the paths are matched whole, not
 // stripped):
 //
-//	GET <prefix>        the inbox, newest first: to, subject, time, link
+//	GET <prefix>        the inbox, newest first: to, subject, time, link;
+//	                    ?since=<RFC 3339 time> first waits (MaxInboxWait at
+//	                    most) for an email received at or after that time
+//	                    (the page does not refresh itself: WCAG 2.2.1)
 //	GET <prefix>/<id>   one email: headers, links, HTML (sandboxed), text
 //	GET <prefix>.json   one page of emails as JSON ([]SinkMessage, newest
 //	                    first): ?limit=&before=<id>&to=<address>&bodies=false,
@@ -374,8 +389,39 @@ func (s *Sink) serveJSON(w http.ResponseWriter, r *http.Request) {
 	_ = enc.Encode(msgs)
 }
 
+// waitSince waits until the newest email was received at or after since,
+// for MaxInboxWait at most (a request bound, in real time), and returns the
+// inbox's newest 500 emails and whether the awaited one is among them.
+func (s *Sink) waitSince(ctx context.Context, since time.Time) ([]SinkMessage, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, MaxInboxWait)
+	defer cancel()
+	for {
+		s.arrivedMu.Lock()
+		arrived := s.arrived
+		s.arrivedMu.Unlock()
+		msgs, err := s.Messages(500)
+		if err != nil || since.IsZero() || (len(msgs) > 0 && !msgs[0].At.Before(since)) {
+			return msgs, err == nil, err
+		}
+		select {
+		case <-arrived:
+		case <-ctx.Done():
+			return msgs, false, nil
+		}
+	}
+}
+
 func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) {
-	msgs, err := s.Messages(500)
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			http.Error(w, "since: not an RFC 3339 time", http.StatusBadRequest)
+			return
+		}
+		since = t
+	}
+	msgs, arrived, err := s.waitSince(r.Context(), since)
 	if err != nil {
 		http.Error(w, "inbox unreadable", http.StatusInternalServerError)
 		return
@@ -388,7 +434,7 @@ func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) 
 		}
 		rows = append(rows, row)
 	}
-	writePage(w, listTmpl, listPage{Title: "Inbox", JSON: prefix + ".json", Rows: rows})
+	writePage(w, listTmpl, listPage{Title: "Inbox", Self: prefix, JSON: prefix + ".json", Rows: rows, NoneYet: !arrived})
 }
 
 func (s *Sink) serveMessage(w http.ResponseWriter, r *http.Request, prefix, id string) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/linkpipe/linkpipe/internal/browsertest"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -171,30 +171,20 @@ func TestInboxKeepsMessagesAcrossRestart(t *testing.T) {
 // headless Chromium and clicks the button inside the sandboxed HTML frame:
 // the whole tab must land on the link's page.
 func TestInboxLinkClickableInChromium(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skip("chromium is not installed at " + chromium)
-	}
+	bctx := browsertest.Start(t, browsertest.Timeout(20*time.Second),
+		// Keep the sandboxed frame in the page's process so FromNode reaches it
+		// (Chrome otherwise isolates sandboxed frames into their own target).
+		browsertest.Flags(chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,IsolateSandboxedIframes")))
 	s := newSink(t)
 	srv := serveInbox(t, s, "/inbox")
 	target := srv.URL + "/target?t=k1.abc"
 	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", Subject: "Sign in",
 		Text: target, HTML: `<p>Hello</p><p><a id="btn" href="` + target + `">Sign in</a></p>`})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
-		chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		// Keep the sandboxed frame in the page's process so FromNode reaches it
-		// (Chrome otherwise isolates sandboxed frames into their own target).
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,IsolateSandboxedIframes"))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
 	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/inbox/1")); err != nil {
 		t.Fatal(err)
 	}
-	tctx, cancel := context.WithTimeout(bctx, 20*time.Second)
-	defer cancel()
+	tctx := bctx
 	frames, err := chromedp.Run(tctx, chromedp.Nodes(chromedp.CSS("iframe")))
 	if err != nil || len(frames) != 1 {
 		t.Fatalf("iframe: %v %v", frames, err)
@@ -217,6 +207,40 @@ func TestInboxLinkClickableInChromium(t *testing.T) {
 	title, err := chromedp.Run(tctx, chromedp.Title())
 	if location != target || title != "TARGET" {
 		t.Fatalf("the tab is at %q titled %q (%v), want the link %s", location, title, err, target)
+	}
+}
+
+// TestInboxWaitsForAnEmailSince: the inbox does not refresh itself (a
+// timed refresh fails WCAG 2.2.1); GET ?since=<time> answers once an email
+// received at or after that time is in, and a bad time is refused.
+func TestInboxWaitsForAnEmailSince(t *testing.T) {
+	s := newSink(t)
+	srv := serveInbox(t, s, "/inbox")
+	type answer struct {
+		status int
+		body   string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/inbox?since=" + t0.Format(time.RFC3339Nano))
+		if err != nil {
+			got <- answer{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, string(b)}
+	}()
+	send(t, s, &mail.Message{From: "links@acme.example", To: "pat@example.com", Subject: "Awaited", Text: "x"})
+	a := <-got
+	if a.status != http.StatusOK || !strings.Contains(a.body, "Awaited") || strings.Contains(a.body, "has not arrived") {
+		t.Fatalf("%d\n%s", a.status, a.body)
+	}
+	if strings.Contains(a.body, `http-equiv="refresh"`) || !strings.Contains(a.body, "Check for new email") {
+		t.Fatalf("the inbox refreshes itself or has no way to check again:\n%s", a.body)
+	}
+	if status, _, _ := get(t, srv.URL+"/inbox?since=yesterday"); status != http.StatusBadRequest {
+		t.Fatalf("bad since: %d", status)
 	}
 }
 

@@ -1,72 +1,25 @@
 package redeemer_test
 
 import (
-	"context"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/linkpipe/linkpipe/internal/browsertest"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
-
-const chromiumPath = "/usr/bin/chromium"
-
-// shotsDir is where a copy of each screenshot is kept for people to look at.
-const shotsDir = "/tmp/linkpipe-shots"
 
 // TestBrowserClickThrough drives a real headless Chromium: open the link,
 // see the confirm page, press its button, land on the portal with a ticket;
 // open it again (same browser: straight through); open a superseded link
 // (refusal page), press "Email me a new link".
 func TestBrowserClickThrough(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("chromium is not installed at " + chromiumPath + "; the browser test needs it")
-	}
+	ctx := browsertest.Start(t, browsertest.WindowSize(412, 860)) // a phone
 	e := newEnv(t)
 	s := e.start()
 	tok, id := e.issue(spec{EventID: "ev-browser", ReturnTo: "/home"})
-
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(412, 860), // a phone
-	)
-	defer cancelA()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil { // start the browser without a deadline
-		t.Fatalf("chromium did not start: %v", err)
-	}
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-
-	shots := t.TempDir()
-	save := func(name string, png []byte) {
-		t.Helper()
-		if len(png) < 1000 {
-			t.Fatalf("screenshot %s: %d bytes", name, len(png))
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(shotsDir, 0o755); err == nil {
-			_ = os.WriteFile(filepath.Join(shotsDir, name), png, 0o644)
-		}
-	}
 
 	// The confirm page.
 	if err := chromedp.Do(ctx, chromedp.Navigate(s.URL+"/l/"+tok), chromedp.WaitVisible(chromedp.CSS("button"))); err != nil {
@@ -76,11 +29,7 @@ func TestBrowserClickThrough(t *testing.T) {
 	if err != nil || !strings.Contains(title, "Acme Therapy") {
 		t.Fatalf("title %q %v", title, err)
 	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	save("confirm.png", png)
+	browsertest.Shot(ctx, t, "confirm.png")
 
 	// Press the button: the POST redeems and the browser lands on the portal.
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("button"))); err != nil {
@@ -135,11 +84,7 @@ func TestBrowserClickThrough(t *testing.T) {
 	if !strings.Contains(body, "A newer link was sent to you") || !strings.Contains(body, "Email me a new link") {
 		t.Fatalf("refusal page text:\n%s", body)
 	}
-	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	save("refusal.png", png)
+	browsertest.Shot(ctx, t, "refusal.png")
 
 	// "Email me a new link" answers the renewal page.
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("button"))); err != nil {
@@ -148,9 +93,6 @@ func TestBrowserClickThrough(t *testing.T) {
 	if body, _ = chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main"))); !strings.Contains(body, "If this link is on record, we've emailed a new one") {
 		t.Fatalf("renewal page text:\n%s", body)
 	}
-	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err == nil {
-		save("renewed.png", png)
-	}
-	t.Logf("screenshots in %s (copies in %s)", shots, shotsDir)
+	browsertest.Shot(ctx, t, "renewed.png")
+	t.Logf("screenshots in %s", browsertest.ShotsDir)
 }

@@ -56,7 +56,7 @@ button{display:block;width:100%;padding:14px 18px;border:0;border-radius:10px;ba
 button:hover,button:focus-visible{background:#18594a}
 button:focus-visible{outline:3px solid #9fd6c6;outline-offset:2px}
 .note{font-size:.9rem;color:#5b6774;margin-top:16px}
-.code{font-size:.8rem;color:#8a95a1;margin:20px 0 0}
+.code{font-size:.8rem;color:#5b6774;margin:20px 0 0}
 </style>
 </head>
 <body>

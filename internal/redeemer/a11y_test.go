@@ -1,0 +1,123 @@
+package redeemer_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/time/rate"
+
+	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/browsertest"
+	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/scope"
+)
+
+// pageLanguages are the languages every page is checked in. The pages are
+// English only so far; a language added to the catalogue is added here.
+var pageLanguages = []string{"en"}
+
+// TestPagesAccessible checks every page the redeemer serves with axe-core
+// in Chromium, at desktop and phone widths: the confirm page of each link
+// kind (the telehealth one is the waiting room's way in), the refusal page
+// of each reason, the renewal answer, the rate-limit page, the cross-site
+// refusal and the page of a replica that lost NATS: no WCAG 2.1 AA
+// violation nor breach of axe's best practices (landmarks, one h1), and
+// <html lang> in the page's language. Adding a page is one line in the
+// table.
+func TestPagesAccessible(t *testing.T) {
+	ctx := browsertest.Start(t, browsertest.Timeout(4*time.Minute))
+	e := newEnv(t)
+	s := e.start(func(c *redeemer.Config) { c.RenewPerIP, c.RenewIPBurst = rate.Inf, 1 })
+	c := noRedirect(nil)
+	now := e.clock.Now()
+	link := func(name string, sp spec) (string, string) {
+		sp.EventID = "ev-a11y-" + name
+		if sp.Client == "" {
+			sp.Client = "c-" + name
+		}
+		return e.issue(sp)
+	}
+	telehealth := func(name string) (string, string) {
+		start := now.Add(2 * time.Hour)
+		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
+	}
+	refused := func(tok, reason string) string {
+		status := http.StatusGone
+		if reason == events.ReasonNotFound {
+			status = http.StatusNotFound
+		}
+		do(t, c, "GET", s.URL+"/l/"+tok).refused(t, status, reason)
+		return s.URL + "/l/" + tok
+	}
+
+	signin, _ := link("signin", spec{})
+	doc, _ := link("document", spec{Purpose: events.PurposeDocument, DocumentID: "d-1", ShareID: "sh-1"})
+	tele, _ := telehealth("telehealth")
+
+	used, _ := link("used", spec{})
+	do(t, c, "POST", s.URL+"/l/"+used)
+	superseded, _ := link("superseded", spec{Client: "c-twice"})
+	link("newer", spec{Client: "c-twice"})
+	expired, id := link("expired", spec{})
+	e.change(id, func(st *scope.State) { st.ExpiresAt = now.Add(-time.Minute) })
+	revoked, _ := link("revoked", spec{})
+	e.revokeClient(practiceAcme, "c-revoked", "client asked")
+	canceled, id := telehealth("canceled")
+	if err := e.cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	early, id := telehealth("early")
+	e.change(id, func(st *scope.State) { st.ValidFrom = now.Add(time.Hour) })
+	unknown, err := e.keys.Mint(e.keys.CurrentKid(), events.PurposeSignin, "scope.acme.nobody.signin", "ev-never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew, _ := link("renew", spec{Client: "c-renew"})
+	link("renew-newer", spec{Client: "c-renew"})
+
+	// A form on another site posting to a link: the redeemer refuses it (403).
+	crossSite := browsertest.ServeHTML(t, `<!doctype html><html lang="en"><title>elsewhere</title>
+<form method="post" action="`+s.URL+"/l/"+signin+`"><button>go</button></form></html>`)
+	limited := e.start(func(c *redeemer.Config) { c.ClickPerIP, c.ClickIPBurst = rate.Every(time.Hour), 1 })
+	do(t, c, "GET", limited.URL+"/l/"+signin) // uses up this IP's clicks
+	if a := do(t, c, "GET", limited.URL+"/l/"+signin); a.status != http.StatusTooManyRequests {
+		t.Fatalf("over the click limit: %d\n%s", a.status, a.body)
+	}
+
+	// A replica that lost NATS: "Please try again in a minute" (503).
+	lost := newEnv(t)
+	lostSrv := lost.start()
+	lostTok, _ := lost.issue(spec{EventID: "ev-a11y-lost"})
+	lost.natsClosed.Store(true)
+	lost.nc.Close()
+	if a := do(t, c, "GET", lostSrv.URL+"/l/"+lostTok); a.status != http.StatusServiceUnavailable {
+		t.Fatalf("without NATS: %d\n%s", a.status, a.body)
+	}
+
+	press := chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("form button")))
+		return err
+	})
+	for _, lang := range pageLanguages {
+		browsertest.CheckPages(ctx, t,
+			browsertest.Page{Name: "confirm-signin", Lang: lang, URL: s.URL + "/l/" + signin},
+			browsertest.Page{Name: "confirm-document", Lang: lang, URL: s.URL + "/l/" + doc},
+			browsertest.Page{Name: "confirm-telehealth", Lang: lang, URL: s.URL + "/l/" + tele},
+			browsertest.Page{Name: "refusal-used", Lang: lang, URL: refused(used, events.ReasonUsed)},
+			browsertest.Page{Name: "refusal-superseded", Lang: lang, URL: refused(superseded, events.ReasonSuperseded)},
+			browsertest.Page{Name: "refusal-expired", Lang: lang, URL: refused(expired, events.ReasonExpired)},
+			browsertest.Page{Name: "refusal-revoked", Lang: lang, URL: refused(revoked, events.ReasonRevoked)},
+			browsertest.Page{Name: "refusal-canceled", Lang: lang, URL: refused(canceled, events.ReasonCanceled)},
+			browsertest.Page{Name: "refusal-not_yet_valid", Lang: lang, URL: refused(early, events.ReasonNotYetValid)},
+			browsertest.Page{Name: "refusal-not_found", Lang: lang, URL: refused(unknown, events.ReasonNotFound)},
+			browsertest.Page{Name: "renewed", Lang: lang, URL: refused(renew, events.ReasonSuperseded),
+				Then: press},
+			browsertest.Page{Name: "limited", Lang: lang, URL: limited.URL + "/l/" + signin},
+			browsertest.Page{Name: "forbidden", Lang: lang, URL: crossSite, Then: press},
+			browsertest.Page{Name: "unavailable", Lang: lang, URL: lostSrv.URL + "/l/" + lostTok},
+		)
+	}
+}
