@@ -90,6 +90,9 @@ func (e *env) wantNotMailed(c string) {
 // may have been mailed: handled in order, it is mailed, then revoked).
 func TestRevocationRightAfterAFreshClientsActions(t *testing.T) {
 	e := newApptEnv(t)
+	// Two replicas, each handling actions in parallel.
+	iss2, _ := e.newIssuer(storetest.MustOpen(t, "issuer", issuer.Buckets()...))
+	e.run(iss2)
 	const clients = 40
 	for n := range clients {
 		e.publishFreshClient(fmt.Sprintf("fc%02d", n))
@@ -165,5 +168,34 @@ func TestRevocationHandledBeforeTheFreshClientsActionsBeforeIt(t *testing.T) {
 		if e.mailed(id) {
 			t.Errorf("re-published old action: %s was mailed", id)
 		}
+	}
+}
+
+// TestRevocationHandledBeforeAnOlderSigninOnASkippedScope: the scope
+// exists but the revocation leaves it alone (its link was used and has
+// expired), so it does not move the scope's action_seq; a sign-in
+// requested before the revocation and handled after it is still refused.
+func TestRevocationHandledBeforeAnOlderSigninOnASkippedScope(t *testing.T) {
+	e := newEnv(t)
+	e.clk.Set(tA)
+	e.publish(signin("evt-ux-0", "ux"))
+	e.handleAll(e.fetch(1)...)
+	subject := scope.Signin("acme", "ux")
+	st, seq := e.scopeState(subject)
+	st.Change, st.UsedAt, st.EventID, st.At = scope.ChangeUsed, tp(tA), "click-ux", tA
+	if _, err := scope.NewStore(e.js).Update(e.ctx, subject, seq, &st); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(72 * time.Hour) // the used link has expired
+	e.publish(signin("evt-ux-1", "ux"))
+	e.publish(revocation("evt-ux-r", "ux", ""))
+	msgs := e.fetch(2)
+	e.handleAll(msgs[1], msgs[0])
+	link1 := e.linkIDOf(events.PurposeSignin, "acme", "evt-ux-1")
+	if v := e.verdictOf(subject, link1, e.clk.Now()); v.Reason != events.ReasonRevoked {
+		t.Errorf("sign-in requested before the revocation: %+v, want revoked", v)
+	}
+	if e.mailed(link1 + "-" + mail.KindSignin) {
+		t.Error("it was mailed")
 	}
 }
