@@ -3,13 +3,20 @@ package issuer_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/store/storetest"
 )
@@ -198,4 +205,62 @@ func TestRevocationHandledBeforeAnOlderSigninOnASkippedScope(t *testing.T) {
 	if e.mailed(link1 + "-" + mail.KindSignin) {
 		t.Error("it was mailed")
 	}
+}
+
+// TestRevocationRightAfterAFreshClientsActionsOnR3 is the finding on a
+// 3-node cluster with R3 streams and three issuer replicas, one per node:
+// the record and the leader reads hold across replicas whose direct gets
+// may lag.
+func TestRevocationRightAfterAFreshClientsActionsOnR3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	e := newEnv(t) // its single server stays up, unused
+	e.clk.Set(tA)
+	c := bustest.StartCluster(t, 3)
+	_, e.js = c.ConnectTo(t, 0)
+	e.scopesR, e.links, e.mail = bus.NewReader(e.js, bus.StreamScopes), bus.NewReader(e.js, bus.StreamLinks), bus.NewReader(e.js, bus.StreamMail)
+	for n := range c.URLs {
+		_, js := c.ConnectTo(t, n)
+		dir, err := practice.Open(e.ctx, js, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dir.Close() })
+		iss, err := issuer.New(issuer.Config{
+			JS: js, DB: storetest.MustOpen(t, "issuer", issuer.Buckets()...), Keys: e.keys, Practices: dir,
+			Clock: e.clk, Metrics: prometheus.NewRegistry(), Concurrency: 8,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.run(iss)
+	}
+	const clients = 20
+	for n := range clients {
+		e.publishFreshClient(fmt.Sprintf("r3c%02d", n))
+	}
+	e.waitIdle()
+	notRevoked := func() []string {
+		var out []string
+		for n := range clients {
+			cl := fmt.Sprintf("r3c%02d", n)
+			for subject, linkID := range e.freshClientLinks(cl) {
+				if v := e.verdictOf(subject, linkID, e.clk.Now()); v.Reason != events.ReasonRevoked {
+					out = append(out, fmt.Sprintf("%s: %+v", subject, v))
+				}
+			}
+		}
+		return out
+	}
+	var last []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last seen not revoked:\n%s", strings.Join(last, "\n"))
+		}
+	})
+	eventually.True(t, 15*time.Second, func() bool {
+		last = notRevoked()
+		return len(last) == 0
+	}, "every link requested before its client's revocation revoked")
 }
