@@ -216,6 +216,13 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 	}
 	st := &cur.State
 	ours := linkID != "" && cur.Found() && st.LinkID == linkID
+	if ours {
+		// The link is issued once its issued event exists; published only
+		// after the scope holds it, and completed by any redelivery.
+		if err := i.ensureApptIssued(ctx, d, st, linkID, apptID); err != nil {
+			return result{}, err
+		}
+	}
 	if ours && s.effects && st.Live(linkID) {
 		// A revocation newer than this action, handled before the scope
 		// held the link, revokes it now; the confirmation carries no link.
@@ -228,13 +235,6 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 				return result{}, fmt.Errorf("issuer: %w", err)
 			}
 			st, s.outcome = &cur.State, outcomeBornRevoked
-		}
-	}
-	if ours {
-		// The link is issued once its issued event exists; published only
-		// after the scope holds it, and completed by any redelivery.
-		if err := i.ensureApptIssued(ctx, d, st, linkID, apptID); err != nil {
-			return result{}, err
 		}
 	}
 	if s.effects {
