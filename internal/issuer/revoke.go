@@ -70,7 +70,7 @@ func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) 
 		return result{}, err
 	}
 	if republished {
-		log.Info("revocation re-published; its first message revokes", keyOutcome, outcomeDuplicate)
+		log.Debug("revocation re-published; its first message revokes", keyOutcome, outcomeDuplicate)
 		return result{outcome: outcomeDuplicate}, nil
 	}
 	subjects, err := i.scopes.ListClient(ctx, a.PracticeID, a.Client.ID)
