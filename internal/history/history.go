@@ -174,6 +174,9 @@ func scopeEntry(subject string, st scope.State) Entry {
 			d = append(d, "supersedes "+st.Supersedes)
 		}
 	case scope.ChangeRevoked:
+		if sub, err := scope.Parse(subject); err == nil && sub.Kind == scope.KindRevocation {
+			d = append(d, "every link requested before this revocation is revoked, whenever it is issued")
+		}
 		d = append(d, "revoked: "+st.RevokedReason)
 	case scope.ChangeRescheduled:
 		d = append(d, "window moved to end "+st.ExpiresAt.Format(time.RFC3339))

@@ -226,3 +226,50 @@ func TestClientWithManyLinks(t *testing.T) {
 		t.Errorf("%d links work, want 1", works)
 	}
 }
+
+// TestExplainARevocationHandledBeforeTheSigninBeforeIt: a fresh client's
+// sign-in and the revocation of its links, published back to back to the
+// dev stack's parallel issuer: whatever order they were handled in,
+// explain says the link is revoked, and the timeline shows the revocation.
+func TestExplainARevocationHandledBeforeTheSigninBeforeIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	js := st.JetStream()
+	env := func(id string) events.Envelope {
+		return events.Envelope{EventID: id, PracticeID: devstack.DemoPractice}
+	}
+	for _, a := range []events.Action{
+		&events.SigninRequested{Envelope: env("hr-1"), Client: events.Client{ID: "c-7", Email: "lou@example.com"}},
+		&events.ClientLinksRevoked{Envelope: env("hr-2"), Client: events.Client{ID: "c-7"}, Reason: "lost phone"},
+	} {
+		if _, err := events.Publish(ctx, js, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tl *history.Timeline
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if tl, err = history.Client(ctx, js, devstack.DemoPractice, "c-7"); err != nil {
+			t.Fatal(err)
+		}
+		if s := tl.Statuses(time.Now()); len(s) == 1 && s[0].Reason == events.ReasonRevoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sign-in link requested before the revocation is not revoked: %+v", tl.Statuses(time.Now()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var b bytes.Buffer
+	tl.Print(&b, time.Now())
+	for _, want := range []string{"c-7.revocation", "revoked: lost phone", "refused (revoked)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("explain lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -223,9 +223,23 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 			return result{}, err
 		}
 	}
+	if ours && s.effects && st.Live(linkID) {
+		// A revocation newer than this action, handled before the scope
+		// held the link, revokes it now; the confirmation carries no link.
+		revoked, err := i.enforceRevocation(ctx, subject, d.seq)
+		if err != nil {
+			return result{}, err
+		}
+		if revoked {
+			if cur, err = i.scopes.GetFromLeader(ctx, subject); err != nil {
+				return result{}, fmt.Errorf("issuer: %w", err)
+			}
+			st, s.outcome = &cur.State, outcomeBornRevoked
+		}
+	}
 	if s.effects {
 		mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentConfirmed)
-		if ours {
+		if ours && st.RevokedAt == nil {
 			mailID = mail.LinkMailID(linkID, mail.KindAppointmentConfirmed)
 		}
 		mint := ""

@@ -70,6 +70,7 @@ const (
 const (
 	outcomeIssued         = "issued"           // a new link is current in its scope
 	outcomeSuperseded     = "born_superseded"  // minted, but a newer action already owns the scope
+	outcomeBornRevoked    = "born_revoked"     // minted, but a newer revocation was handled first
 	outcomeDuplicate      = "duplicate"        // already done: redelivery or re-publish
 	outcomeStored         = "stored"           // practice settings written
 	outcomeStale          = "stale"            // older than what is stored: practice settings, an appointment action or reminder overtaken by a newer change

@@ -165,6 +165,16 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 	}
 
 	if current {
+		// A revocation newer than this action, handled before the scope
+		// held the link, revokes it now; it is not mailed.
+		revoked, err := i.enforceRevocation(ctx, sp.scope, d.seq)
+		if err != nil {
+			return result{}, err
+		}
+		if revoked {
+			log.Info("link born revoked: a newer revocation was handled first; not mailed", keyOutcome, outcomeBornRevoked)
+			return result{outcome: outcomeBornRevoked, linkID: linkID}, nil
+		}
 		if err := i.queueMail(ctx, d, sp, kid, linkID, w); err != nil {
 			return result{}, err
 		}

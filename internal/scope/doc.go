@@ -11,7 +11,12 @@
 // current, that link's validity window, and whether it was used, revoked or
 // canceled. Older links of the scope are superseded by construction.
 // The client id is part of every subject, so a client's scopes can be
-// listed ([ClientFilter]); [Parse] reads a subject back.
+// listed ([ClientFilter]); [Parse] reads a subject back. A client's
+// revocation record ([Revocation], scope.<practice>.<client>.revocation)
+// is a state without a link holding the client's newest revocation and
+// its ACTIONS sequence: the issuer revokes every link minted by an older
+// action, even one whose scope did not exist when the revocation was
+// handled.
 //
 // A [State] judges a click: [State.Verdict] turns (link, now) into
 // "usable" or one of the contract's refusal reasons, and [Explain] says

@@ -40,7 +40,8 @@ type State struct {
 	// the current link, or of the revocation that revoked it if that is
 	// newer; an older action never supersedes a newer one (a sign-in
 	// requested before a revocation but handled after it is born
-	// superseded).
+	// superseded, or revoked when the revocation found no scope: see
+	// Revocation). On a revocation record, the revocation's sequence.
 	ActionSeq uint64    `json:"action_seq,omitempty"`
 	At        time.Time `json:"at"`
 	// ChangeSeq is the ACTIONS stream sequence of the newest appointment

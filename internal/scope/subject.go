@@ -21,6 +21,9 @@ const (
 	KindSignin      = "signin"
 	KindDocument    = "doc"
 	KindAppointment = "appt"
+	// KindRevocation is a client's revocation record (Revocation): no
+	// link, only the newest revocation of the client's links.
+	KindRevocation = "revocation"
 )
 
 // ErrBadSubject: a subject that is not a scope subject.
@@ -42,7 +45,17 @@ func Appointment(practice, client, appointment string) string {
 	return Prefix + practice + "." + client + "." + KindAppointment + "." + appointment
 }
 
-// ClientFilter matches every scope of a client.
+// Revocation is the subject of a client's revocation record: its last
+// state (Change revoked, no link) is the client's newest revocation, with
+// its ACTIONS sequence in ActionSeq. A link minted by an action with a
+// lower sequence is born revoked, whether or not its scope existed when
+// the revocation was handled.
+func Revocation(practice, client string) string {
+	return Prefix + practice + "." + client + "." + KindRevocation
+}
+
+// ClientFilter matches every scope of a client (and its revocation
+// record).
 func ClientFilter(practice, client string) string {
 	return Prefix + practice + "." + client + ".>"
 }
@@ -69,16 +82,21 @@ func OfLink(ev *events.LinkEvent) string {
 type Subject struct {
 	Practice string
 	Client   string
-	// Kind is KindSignin, KindDocument or KindAppointment.
+	// Kind is KindSignin, KindDocument, KindAppointment or
+	// KindRevocation.
 	Kind string
-	// ID is the share or appointment id; empty for a sign-in scope.
+	// ID is the share or appointment id; empty for a sign-in scope and a
+	// revocation record.
 	ID string
 }
 
 // String returns the subject.
 func (s Subject) String() string {
-	if s.Kind == KindSignin {
+	switch s.Kind {
+	case KindSignin:
 		return Signin(s.Practice, s.Client)
+	case KindRevocation:
+		return Revocation(s.Practice, s.Client)
 	}
 	return Prefix + s.Practice + "." + s.Client + "." + s.Kind + "." + s.ID
 }
@@ -92,14 +110,14 @@ func Parse(subject string) (Subject, error) {
 	parts := strings.Split(rest, ".")
 	var s Subject
 	switch {
-	case len(parts) == 3 && parts[2] == KindSignin:
-		s = Subject{Practice: parts[0], Client: parts[1], Kind: KindSignin}
+	case len(parts) == 3 && (parts[2] == KindSignin || parts[2] == KindRevocation):
+		s = Subject{Practice: parts[0], Client: parts[1], Kind: parts[2]}
 	case len(parts) == 4 && (parts[2] == KindDocument || parts[2] == KindAppointment):
 		s = Subject{Practice: parts[0], Client: parts[1], Kind: parts[2], ID: parts[3]}
 	default:
 		return Subject{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
 	}
-	if s.Practice == "" || s.Client == "" || (s.Kind != KindSignin && s.ID == "") {
+	if s.Practice == "" || s.Client == "" || (s.Kind != KindSignin && s.Kind != KindRevocation && s.ID == "") {
 		return Subject{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
 	}
 	return s, nil

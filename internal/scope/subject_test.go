@@ -14,6 +14,7 @@ func TestSubjectsRoundTrip(t *testing.T) {
 		scope.Signin("p1", "c1"),
 		scope.Document("p1", "c1", "s-9"),
 		scope.Appointment("p1", "c_2", "a-1"),
+		scope.Revocation("p1", "c1"),
 	} {
 		s, err := scope.Parse(subj)
 		if err != nil {
@@ -31,7 +32,7 @@ func TestSubjectsRoundTrip(t *testing.T) {
 
 func TestParseRefusesOtherSubjects(t *testing.T) {
 	for _, subj := range []string{"", "scope.", "scope.p", "scope.p.c", "scope.p.c.signin.x", "scope.p.c.doc",
-		"scope.p.c.appt.", "scope.p..signin", "links.x.issued", "scope.p.c.other.x", "scope.p.c.doc.a.b"} {
+		"scope.p.c.appt.", "scope.p..signin", "links.x.issued", "scope.p.c.other.x", "scope.p.c.doc.a.b", "scope.p.c.revocation.x"} {
 		if _, err := scope.Parse(subj); !errors.Is(err, scope.ErrBadSubject) {
 			t.Errorf("Parse(%q): %v, want ErrBadSubject", subj, err)
 		}
