@@ -87,6 +87,7 @@ var ActionSubjects = []string{
 	events.SubjectClientLinksRevoked,
 	events.SubjectPracticeUpdated,
 	events.SubjectRenewalRequested,
+	events.SubjectAddressUnsuppressed,
 }
 
 // Sentinel errors.
