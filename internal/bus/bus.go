@@ -45,7 +45,18 @@ const (
 	// BucketRecipients holds the address on record of each link (package
 	// recipient).
 	BucketRecipients = "linkpipe_recipients"
+	// BucketMessages maps a mail provider's message id to the email it
+	// names, for delivery feedback (package sentmail); records expire
+	// after MessagesTTL.
+	BucketMessages = "linkpipe_messages"
+	// BucketSuppressed is the suppression list, keyed by a hash of the
+	// address (package suppress).
+	BucketSuppressed = "linkpipe_suppressed"
 )
+
+// MessagesTTL is how long a sent email can be matched to SES's feedback
+// about it (bounces arrive within minutes, complaints within days).
+const MessagesTTL = 30 * 24 * time.Hour
 
 // Subjects of linkpipe's own streams.
 const (
@@ -58,7 +69,8 @@ const (
 	MailCommandPrefix = "mail.cmd."
 	// MailDonePrefix + mail id marks a mail as handed to the mail provider.
 	MailDonePrefix = "mail.done."
-	// DeadLetterPrefix + source ("actions", "mail") carries poison messages.
+	// DeadLetterPrefix + source ("actions", "mail", "feedback") carries
+	// poison messages.
 	DeadLetterPrefix = "deadletter."
 	// ReminderSchedulePrefix is where reminder schedules live in ACTIONS:
 	// actions.schedule.reminder.<practice>.<appointment>.<offset>.

@@ -55,6 +55,8 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/recipient"
+	"github.com/linkpipe/linkpipe/internal/sentmail"
+	"github.com/linkpipe/linkpipe/internal/suppress"
 )
 
 // Sender hands one email to a mail provider and returns the provider's
@@ -100,6 +102,10 @@ type Mailer struct {
 	log        *slog.Logger
 	metrics    metrics
 	loop       *bus.Loop
+
+	// suppressions and messages serve delivery feedback (feedback.go).
+	suppressions *suppress.List
+	messages     *sentmail.Book
 }
 
 // Log keys.
@@ -239,6 +245,7 @@ func New(cfg Config) (*Mailer, error) {
 		log:        cfg.Log,
 		metrics:    met,
 	}
+	m.suppressions, m.messages = suppress.NewList(cfg.JS), sentmail.NewBook(cfg.JS)
 	// In-flight emails finish even when Run's ctx ends (the loop's
 	// handler context is never cancelled): a send cut in the middle is
 	// the one way to send an email twice. While a send is slow the loop
@@ -371,6 +378,11 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		cmd.To = to
 	}
 
+	// A suppressed address gets nothing (feedback.go).
+	if out, stop := m.suppressed(ctx, cmd, log); stop {
+		return out
+	}
+
 	// 2. The link, re-derived: the command never carries the token.
 	url := ""
 	if carriesLink(cmd) {
@@ -399,6 +411,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		return m.giveUp(ctx, cmd, err.Error(), log)
 	}
 	email.From = fromAddress(p.Name, m.cfg.From)
+	tag(email, cmd)
 
 	// 4. Send.
 	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
@@ -434,6 +447,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
 		return outcome{retry: true, err: err}
 	}
+	m.recordMessage(ctx, &done, cmd.To.Email, log)
 	log.Info("mail sent", keyMessageID, messageID, keyAttempt, attempt)
 	return outcome{}
 }
