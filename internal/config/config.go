@@ -284,7 +284,7 @@ func IssuerVars() []Var {
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
-		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
+		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey, SESConfigurationSet, SESEventsQueueURL, AWSEndpointSQS)
 }
 
 // RedeemerVars are the redeemer's settings.

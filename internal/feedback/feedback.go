@@ -321,7 +321,7 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 				return kind, retry(err)
 			}
 		}
-		log.Info("feedback: address suppressed", keyReason, sup.Cause)
+		log.Debug("feedback: address suppressed", keyReason, sup.Cause)
 	}
 	if rec.LinkID == "" {
 		log.Debug("feedback: email without a link; no lifecycle event")

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/feedback"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -55,6 +57,46 @@ type MailerSettings struct {
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
 		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+}
+
+// FeedbackSettings are the SES feedback consumer's settings (the mailer
+// process runs it when LINKPIPE_SES_EVENTS_QUEUE_URL is set).
+type FeedbackSettings struct {
+	Queue    feedback.Queue
+	QueueURL string
+}
+
+// NewFeedback builds the consumer of SES's delivery, bounce and complaint
+// events.
+func NewFeedback(d Deps, s FeedbackSettings) (*feedback.Consumer, error) {
+	return feedback.New(feedback.Config{JS: d.JS, Queue: s.Queue, QueueURL: s.QueueURL,
+		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+}
+
+// Together runs every runner until ctx ends; the first that fails stops
+// the others, and its error is returned once all have returned.
+func Together(runners ...Runner) Runner {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make(chan error, len(runners))
+		for _, r := range runners {
+			go func() {
+				err := r(ctx)
+				if err != nil {
+					cancel()
+				}
+				errs <- err
+			}()
+		}
+		var first error
+		for range runners {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 }
 
 // RedeemerSettings are the redeemer's own settings.
