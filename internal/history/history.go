@@ -1,7 +1,9 @@
 // Package history owns reading the ledger back for people: the timeline of
 // a client's links (or of one link) from the SCOPES stream (which link was
 // current when, used, revoked, canceled, superseded by which) and the LINKS
-// stream (issued, sent, failed, touched, used, refused with reason), so that
+// stream (issued, sent, failed, delivered, bounced, complained, touched,
+// used, refused with reason), and the suppression of each link's address
+// (package suppress), so that
 // support can answer "why can't my client get in" in one command.
 package history
 
@@ -38,6 +40,10 @@ type Timeline struct {
 	Current map[string]scope.State
 	// Scopes maps each link of the timeline to its scope subject.
 	Scopes map[string]string
+	// delivery is what became of each link's emails (delivery.go).
+	delivery map[string]*delivery
+	// practices names each link's practice.
+	practices map[string]string
 }
 
 // readAll returns every message of stream matching the filters.
@@ -146,8 +152,13 @@ func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID 
 			continue
 		}
 		tl.Entries = append(tl.Entries, Entry{At: ev.At, LinkID: ev.LinkID, What: ev.Type, Detail: eventDetail(&ev)})
+		tl.noteMail(&ev)
+		if tl.practices == nil {
+			tl.practices = map[string]string{}
+		}
+		tl.practices[linkID] = ev.PracticeID
 	}
-	return nil
+	return tl.addSuppression(ctx, js, linkID)
 }
 
 func (tl *Timeline) sort() {
@@ -203,6 +214,10 @@ func eventDetail(ev *events.LinkEvent) string {
 		}
 	case events.TypeRevoked:
 		d = append(d, ev.Reason)
+	default:
+		if s, ok := deliveryDetail(ev); ok {
+			d = append(d, s)
+		}
 	}
 	if ev.UserAgent != "" {
 		d = append(d, "agent "+ev.UserAgent)
@@ -245,5 +260,6 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 			verdict = "refused (" + v.Reason + "): " + scope.Explain(v.Reason)
 		}
 		fmt.Fprintf(w, "  %s %s: %s\n", strings.TrimPrefix(subject, scope.Prefix), id, verdict)
+		tl.printDelivery(w, id, tl.practices[id])
 	}
 }
