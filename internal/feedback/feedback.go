@@ -82,6 +82,10 @@ func NewClient(ctx context.Context, opts ...func(*sqs.Options)) (*sqs.Client, er
 // deadletter.feedback.
 const DeadLetterSource = "feedback"
 
+// HeaderSourceQueue names, on a dead letter, the SQS queue the message
+// came from (its SQS message id is in bus.HeaderSourceMsgID).
+const HeaderSourceQueue = "Linkpipe-Source-Queue"
+
 // Config configures a Consumer. JS, Queue and QueueURL are required.
 type Config struct {
 	JS       jetstream.JetStream
@@ -287,10 +291,14 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 	var addrs []string // the bounced or complaining addresses, when no record has the hash
 	switch kind {
 	case kindDelivery:
-		ev.Type, ev.EventID, ev.At = events.TypeDelivered, "delivered-"+rec.MailID, c.at(e.Delivery != nil, func() time.Time { return e.Delivery.Timestamp })
+		var at time.Time
+		if e.Delivery != nil {
+			at = e.Delivery.Timestamp
+		}
+		ev.Type, ev.EventID, ev.At = events.TypeDelivered, "delivered-"+rec.MailID, c.at(at)
 	case kindBounce:
 		b := e.Bounce
-		ev.Type, ev.Reason, ev.Detail, ev.At = events.TypeBounced, bounceReason(b.BounceType), e.bounceDetail(), c.at(true, func() time.Time { return b.Timestamp })
+		ev.Type, ev.Reason, ev.Detail, ev.At = events.TypeBounced, bounceReason(b.BounceType), e.bounceDetail(), c.at(b.Timestamp)
 		ev.EventID = "bounced-" + rec.MailID + "-" + feedbackKey(b.FeedbackID, ev.At)
 		if ev.Reason == events.BouncePermanent {
 			sup = &suppress.Entry{Cause: suppress.CauseBounce, Detail: ev.Detail, At: ev.At}
@@ -300,7 +308,7 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 		}
 	case kindComplaint:
 		cp := e.Complaint
-		ev.Type, ev.Detail, ev.At = events.TypeComplained, detail(cp.ComplaintFeedbackType), c.at(true, func() time.Time { return cp.Timestamp })
+		ev.Type, ev.Detail, ev.At = events.TypeComplained, detail(cp.ComplaintFeedbackType), c.at(cp.Timestamp)
 		ev.EventID = "complained-" + rec.MailID + "-" + feedbackKey(cp.FeedbackID, ev.At)
 		sup = &suppress.Entry{Cause: suppress.CauseComplaint, Detail: ev.Detail, At: ev.At}
 		for _, r := range cp.ComplainedRecipients {
@@ -335,13 +343,11 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 }
 
 // at is the event's own time when it has one, else now.
-func (c *Consumer) at(ok bool, t func() time.Time) time.Time {
-	if ok {
-		if v := t(); !v.IsZero() {
-			return v.UTC()
-		}
+func (c *Consumer) at(t time.Time) time.Time {
+	if t.IsZero() {
+		return c.cfg.Clock.Now().UTC()
 	}
-	return c.cfg.Clock.Now().UTC()
+	return t.UTC()
 }
 
 // feedbackKey names one bounce or complaint in an event id: SES's
@@ -415,7 +421,9 @@ func receives(m types.Message) int {
 // once per queue message id (Nats-Msg-Id).
 func (c *Consumer) deadLetter(ctx context.Context, m types.Message, reason error) error {
 	hdr := nats.Header{}
-	hdr.Set(bus.HeaderSource, "sqs:"+c.cfg.QueueURL)
+	// No Linkpipe-Source-Subject: the message came from no NATS subject,
+	// so there is nothing to replay it to.
+	hdr.Set(HeaderSourceQueue, c.cfg.QueueURL)
 	hdr.Set(bus.HeaderSourceMsgID, aws.ToString(m.MessageId))
 	return bus.PublishDeadLetter(ctx, c.cfg.JS, DeadLetterSource, "dl-feedback-"+aws.ToString(m.MessageId),
 		[]byte(aws.ToString(m.Body)), reason, hdr)
