@@ -13,7 +13,7 @@ import (
 // others and is returned after all have returned.
 func TestTogether(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{}, 2)
+	stopped := make(chan struct{}, 8)
 	wait := func(ctx context.Context) error { <-ctx.Done(); stopped <- struct{}{}; return nil }
 	done := make(chan error, 1)
 	go func() { done <- worker.Together(wait, wait)(ctx) }()
