@@ -31,6 +31,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
+	"github.com/linkpipe/linkpipe/internal/sentmail"
 	"github.com/linkpipe/linkpipe/internal/suppress"
 )
 
@@ -71,7 +72,7 @@ func (s *sesLike) sentTo() []string {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	js     jetstream.JetStream
 	keys   *link.Keyring
@@ -83,7 +84,7 @@ type env struct {
 
 // newEnv runs a mailer (with an SES-like sender) and a feedback consumer
 // whose real SQS client polls an sqstest queue.
-func newEnv(t *testing.T, mods ...func(*feedback.Config)) *env {
+func newEnv(t testing.TB, mods ...func(*feedback.Config)) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
@@ -190,7 +191,7 @@ func (e *env) waitEvent(linkID, typ string) *events.LinkEvent {
 
 // sample reads a documentation sample with its message id and address
 // replaced.
-func sample(t *testing.T, name, messageID, address string) string {
+func sample(t testing.TB, name, messageID, address string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -206,7 +207,7 @@ func sample(t *testing.T, name, messageID, address string) string {
 
 // wrap puts an SES event in the documentation's SNS notification, as SNS
 // delivers it to SQS without raw message delivery.
-func wrap(t *testing.T, event string) string {
+func wrap(t testing.TB, event string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", "sns-notification.json"))
 	if err != nil {
@@ -411,4 +412,71 @@ func TestQueueErrorsAndRedeliveries(t *testing.T) {
 	if n := subs[events.LinkSubject(cmd.LinkID, events.TypeDelivered)]; n != 1 {
 		t.Fatalf("%d delivered events, want 1", n)
 	}
+}
+
+// TestTwoReplicasShareTheQueue: two consumers (two mailer replicas) poll
+// one queue; every event is applied once and the queue drains.
+func TestTwoReplicasShareTheQueue(t *testing.T) {
+	e := newEnv(t)
+	second, err := feedback.New(feedback.Config{JS: e.js, Queue: sqs.New(sqs.Options{}, e.queue.Options()), QueueURL: e.queue.URL,
+		WaitTime: time.Second, RetryDelay: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- second.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	type sent struct {
+		cmd   *mail.Command
+		msgID string
+	}
+	var all []sent
+	for i := range 12 {
+		addr := fmt.Sprintf("r%d@example.org", i)
+		cmd, msgID := e.email(addr)
+		all = append(all, sent{cmd, msgID})
+		e.queue.Send(wrap(t, sample(t, "event-delivery.json", msgID, addr)))
+		e.queue.Send(sample(t, "event-complaint.json", msgID, addr))
+	}
+	e.drained()
+	links := bus.NewReader(e.js, bus.StreamLinks)
+	for _, s := range all {
+		for _, typ := range []string{events.TypeDelivered, events.TypeComplained} {
+			subj := events.LinkSubject(s.cmd.LinkID, typ)
+			subs, err := links.Subjects(e.ctx, subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if subs[subj] != 1 {
+				t.Errorf("%s: %d events, want 1", subj, subs[subj])
+			}
+		}
+	}
+}
+
+// BenchmarkDeliveryEvents: SNS-wrapped Delivery events, each about a
+// different email (its record written as the mailer writes it), through
+// the real SQS client and one consumer: matched, published, deleted. The
+// figure is events applied per second by one replica (docs/performance.md).
+func BenchmarkDeliveryEvents(b *testing.B) {
+	e := newEnv(b)
+	book := sentmail.NewBook(e.js)
+	bodies := make([]string, b.N)
+	for i := range b.N {
+		msgID := fmt.Sprintf("0100018c%08x-bench-000000", i)
+		link := fmt.Sprintf("Lbench%d", i)
+		if err := book.Put(e.ctx, &sentmail.Record{MessageID: msgID, MailID: link + "-signin", Kind: mail.KindSignin, LinkID: link,
+			PracticeID: "acme", ClientID: "c-1", Purpose: events.PurposeSignin, AddressHash: suppress.Hash("b@example.org")}); err != nil {
+			b.Fatal(err)
+		}
+		bodies[i] = wrap(b, sample(b, "event-delivery.json", msgID, "b@example.org"))
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for _, body := range bodies {
+		e.queue.Send(body)
+	}
+	eventually.True(b, 5*time.Minute, func() bool { return e.queue.Len() == 0 }, "the queue to drain")
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
