@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/ses"
+	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 )
 
 // capture is an SES v2 endpoint that keeps the body of every SendEmail
@@ -100,5 +101,25 @@ func TestSendNamesConfigurationSetAndTags(t *testing.T) {
 	}
 	if _, ok := in["EmailTags"]; ok {
 		t.Errorf("EmailTags sent: %s", in["EmailTags"])
+	}
+}
+
+// aws-ses-v2-local (the SES v2 stand-in of docker-compose) accepts an
+// email naming a configuration set and carrying the linkpipe_* tags.
+func TestLocalAcceptsConfigurationSetAndTags(t *testing.T) {
+	isolate(t)
+	local := sestest.StartLocal(t)
+	s, err := ses.New(ctx(t), local.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WithConfigurationSet("linkpipe-events")
+	m := message()
+	m.Tags = map[string]string{mail.TagMail: "Labc-signin", mail.TagLink: "Labc", mail.TagPractice: "acme"}
+	if id, err := s.Send(ctx(t), m); err != nil || id == "" {
+		t.Fatalf("send: %q %v", id, err)
+	}
+	if n := len(local.Emails(t)); n != 1 {
+		t.Fatalf("%d emails in the emulator, want 1", n)
 	}
 }
