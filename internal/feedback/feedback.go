@@ -325,6 +325,16 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 			}
 		}
 		for _, h := range hashes {
+			// The same event received again after an operator lifted the
+			// suppression it caused (SQS delivers at least once) must not
+			// suppress the address again; a new bounce or complaint does.
+			cur, ok, err := c.suppressions.Lookup(ctx, h)
+			if err != nil {
+				return kind, retry(err)
+			}
+			if ok && !cur.Active() && cur.MessageID == sup.MessageID && cur.Cause == sup.Cause {
+				continue
+			}
 			if err := c.suppressions.Suppress(ctx, h, sup); err != nil {
 				return kind, retry(err)
 			}

@@ -287,6 +287,17 @@ func TestPermanentBounceSuppressesTheAddress(t *testing.T) {
 	if dl := e.deadLetters(); len(dl) != 0 {
 		t.Fatalf("dead letters %v", dl)
 	}
+
+	// Lifted, then the same SQS message delivered again: still lifted.
+	list := suppress.NewList(e.js)
+	if lifted, err := list.Lift(e.ctx, "pat@example.com", "unsup-1", "acme", t0); !lifted || err != nil {
+		t.Fatalf("lift: %v %v", lifted, err)
+	}
+	e.queue.Send(wrap(t, sample(t, "event-bounce.json", msgID, "pat@example.com")))
+	e.drained()
+	if _, ok, _ := list.Check(e.ctx, "pat@example.com"); ok {
+		t.Fatal("a redelivered bounce suppressed a lifted address again")
+	}
 }
 
 // TestEveryFormIsUnderstood: AWS's samples of both forms (event publishing
