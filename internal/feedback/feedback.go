@@ -204,17 +204,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		for _, m := range out.Messages {
 			// Finished even when ctx ends: its effect and its delete.
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			c.Handle(hctx, m)
+			c.handle(hctx, m)
 			cancel()
 		}
 	}
 	return nil
 }
 
-// Handle applies one queue message and deletes it, dead-letters and
-// deletes it, or leaves it for a later receive. It is Run's step, exported
-// for tests.
-func (c *Consumer) Handle(ctx context.Context, m types.Message) {
+// handle applies one queue message and deletes it, dead-letters and
+// deletes it, or leaves it for a later receive: Run's step.
+func (c *Consumer) handle(ctx context.Context, m types.Message) {
 	id := aws.ToString(m.MessageId)
 	log := c.log.With(keyQueueMsg, id)
 	kind, err := c.apply(ctx, m, log)
