@@ -33,7 +33,7 @@ var knownSubjects = bus.ActionSubjects
 // subjects (chosen by its length), so random subjects still exercise the
 // decoders.
 func FuzzDecode(f *testing.F) {
-	golden, err := filepath.Glob("testdata/golden/*.json")
+	golden, err := filepath.Glob("testdata/golden/actions.*.json")
 	if err != nil || len(golden) == 0 {
 		f.Fatalf("golden files: %v %v", golden, err)
 	}

@@ -25,4 +25,15 @@
 // with that reason instead of being half-understood).
 //
 // Lifecycle events are [LinkEvent] values on subjects links.<link_id>.<type>.
+//
+// # The contract for other languages
+//
+// schema/ holds a JSON Schema (2020-12) for every action subject
+// (schema/<subject>.json) and every lifecycle type (schema/links.<type>.json),
+// and asyncapi.yaml an AsyncAPI 3.0 document of the subjects. schema_test.go
+// keeps them true: each Subject* and Type* constant has its schema, golden
+// file and channel; each schema describes exactly the json fields of its Go
+// type, recursively, and refuses unknown ones; what Decode accepts the schema
+// accepts. Decode stays the authority for what a schema cannot say (a time
+// zone that exists, ends_at after starts_at, policy bounds, lengths in bytes).
 package events

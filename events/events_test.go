@@ -195,3 +195,61 @@ func TestPublishSetsMsgIDAndDedupes(t *testing.T) {
 		t.Fatal("invalid action published")
 	}
 }
+
+// lifecycleSamples are one event of every lifecycle type, as linkpipe
+// publishes them; their JSON is pinned by testdata/golden/links.<type>.json
+// (which the JSON Schemas are checked against).
+func lifecycleSamples() []events.LinkEvent {
+	base := func(typ string) events.LinkEvent {
+		return events.LinkEvent{EventID: typ + "-Labc", Type: typ, LinkID: "Labc", PracticeID: "acme",
+			ClientID: "c-7", Purpose: events.PurposeTelehealth, At: *ts("2026-11-24T10:00:00Z")}
+	}
+	issued := base(events.TypeIssued)
+	issued.CauseEventID, issued.AppointmentID, issued.Supersedes = "evt-3", "appt-1", "Lold"
+	issued.ValidFrom, issued.ExpiresAt = ts("2026-11-24T10:00:00Z"), ts("2026-12-01T16:05:00Z")
+	sent := base(events.TypeSent)
+	sent.MailID, sent.MailKind, sent.MessageID = "Labc-confirmation", "confirmation", "0100018c-ses-id"
+	failed := base(events.TypeFailed)
+	failed.MailID, failed.MailKind, failed.Reason, failed.Permanent = "Labc-confirmation", "confirmation", "MessageRejected: address is on the suppression list", true
+	touched := base(events.TypeTouched)
+	touched.UserAgent, touched.Scanner = "Mozilla/5.0 (compatible; SafeLinks)", true
+	used := base(events.TypeUsed)
+	used.CauseEventID, used.UserAgent = "evt-3", "Mozilla/5.0 (iPhone)"
+	expired := base(events.TypeExpired)
+	expired.Reason, expired.UserAgent = events.ReasonCanceled, "Mozilla/5.0 (iPhone)"
+	revoked := base(events.TypeRevoked)
+	revoked.CauseEventID, revoked.Reason = "evt-5", events.ReasonCanceled
+	delivered := base(events.TypeDelivered)
+	delivered.MailID, delivered.MailKind, delivered.MessageID = "Labc-confirmation", "confirmation", "0100018c-ses-id"
+	bounced := base(events.TypeBounced)
+	bounced.MailID, bounced.MailKind, bounced.MessageID = "Labc-confirmation", "confirmation", "0100018c-ses-id"
+	bounced.Reason, bounced.Detail = events.BouncePermanent, "General: smtp; 550 5.1.1 user unknown"
+	complained := base(events.TypeComplained)
+	complained.MailID, complained.MailKind, complained.MessageID, complained.Detail = "Labc-confirmation", "confirmation", "0100018c-ses-id", "abuse"
+	return []events.LinkEvent{issued, sent, failed, touched, used, expired, revoked, delivered, bounced, complained}
+}
+
+func TestLifecycleGoldenFiles(t *testing.T) {
+	for _, ev := range lifecycleSamples() {
+		t.Run(ev.Type, func(t *testing.T) {
+			got, err := json.MarshalIndent(&ev, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			path := filepath.Join("testdata", "golden", "links."+ev.Type+".json")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./events -run Golden -update once)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("wire format changed:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}

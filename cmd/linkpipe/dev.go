@@ -41,7 +41,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer st.Close()
-	fmt.Fprintf(stdout, "linkpipe dev is running.\n  open   %s/dev\n  inbox  %s/inbox\n  NATS   %s\nCtrl-C stops it.\n", st.URL, st.URL, st.NATSURL)
+	fmt.Fprintf(stdout, "linkpipe dev is running.\n  open     %s/dev\n  inbox    %s/inbox\n  support  %s/support\n  NATS     %s\nCtrl-C stops it.\n",
+		st.URL, st.URL, st.URL, st.NATSURL)
 	<-ctx.Done()
 	if err := st.Err(); err != nil {
 		return err

@@ -4,7 +4,9 @@
 //	linkpipe setup                    create or update the streams (admin credentials)
 //	linkpipe publish signin ...       publish an action to any NATS server
 //	linkpipe explain ...              why a client's link did or did not work
+//	linkpipe deadletter list|replay   show and re-drive dead letters
 //	linkpipe load ...                 measure throughput and click latency
+//	linkpipe probe URL                container healthcheck: exit 0 on a 2xx answer
 package main
 
 import (
@@ -28,7 +30,10 @@ commands:
             rights; workers only create what is missing): linkpipe setup --replicas 3
   publish   publish an action: linkpipe publish signin --practice p --client c --email e
   explain   print the history of a client's or a link's links, for support
+  deadletter  list dead letters, or replay them to their original subject:
+            linkpipe deadletter list; linkpipe deadletter replay <seq|id>... | --all
   load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+  probe     GET a URL (a worker's /readyz), exit 0 on 2xx: the images' healthcheck
 
 Run "linkpipe <command> -h" for a command's flags.
 `
@@ -49,6 +54,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runExplain(ctx, args[1:], getenv, stdout)
 	case "load":
 		return runLoad(ctx, args[1:], getenv, stdout)
+	case "deadletter":
+		return runDeadletter(ctx, args[1:], getenv, stdout)
+	case "probe":
+		return runProbe(ctx, args[1:], getenv, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -55,6 +56,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if from == "" {
 		from = sinkFrom
 	}
+	maxAttempts, err := strconv.Atoi(vals.Get(config.MailMaxAttempts))
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.MailMaxAttempts.Env, err))
+	}
 	keys, err := link.ParseKeyring(vals.Get(config.LinkKey))
 	if err != nil {
 		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.LinkKey.Env, err))
@@ -89,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		worker.MountInbox(inbox, sink)
 	}
 	m, err := worker.NewMailer(p.Deps(prog), worker.MailerSettings{
-		Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL),
+		Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL), MaxAttempts: maxAttempts,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
@@ -98,7 +103,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	srv, err := p.Serve(config.AdminAddr, p.AdminMux())
+	// Not ready while SES refuses every send (sending paused, account
+	// suspended, ...): the mailer keeps retrying, /readyz tells the operator.
+	srv, err := p.Serve(config.AdminAddr, p.AdminMux(m.Ready))
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,8 @@ func TestBadConfigNamesTheSetting(t *testing.T) {
 		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_FROM": "not an address"}, "LINKPIPE_MAIL_FROM"},
 		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "smtp"}, "LINKPIPE_MAIL_DRIVER"},
 		{map[string]string{"LINKPIPE_LINK_KEY": "short"}, "LINKPIPE_LINK_KEY"},
+		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "sink", "LINKPIPE_MAIL_MAX_ATTEMPTS": "0"}, "LINKPIPE_MAIL_MAX_ATTEMPTS"},
+		{map[string]string{"LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "sink", "LINKPIPE_MAIL_MAX_ATTEMPTS": "many"}, "LINKPIPE_MAIL_MAX_ATTEMPTS"},
 	}
 	for _, c := range cases {
 		err := run(context.Background(), nil, envOf(c.env), io.Discard)
@@ -414,5 +416,66 @@ func TestKillOneOfTwoMailers(t *testing.T) {
 	}
 	if err := b.cmd.Wait(); err != nil {
 		t.Errorf("survivor exit: %v", err)
+	}
+}
+
+// While SES refuses every send (here: sending paused for the account), the
+// mailer keeps the emails and retries them, and /readyz answers 503 saying
+// why; once SES sends again, the emails go out and /readyz answers 200.
+func TestReadyzIs503WhileSESRefusesEverySend(t *testing.T) {
+	for _, k := range []string{"AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SESV2", "AWS_SESSION_TOKEN"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	fake := sestest.NewFake(t)
+	fake.Always(sestest.SendingPaused)
+	env := map[string]string{"NATS_URL": srv.URL, "LINKPIPE_LINK_KEY": linkKey(), "LINKPIPE_MAIL_DRIVER": "ses",
+		"LINKPIPE_MAIL_FROM": "links@acme.example", "LINKPIPE_DATA_DIR": t.TempDir(), "LINKPIPE_ADMIN_ADDR": "127.0.0.1:0",
+		"AWS_REGION": sestest.Region, "AWS_ENDPOINT_URL_SESV2": fake.URL, "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret-test"}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, envOf(env), pw); pw.Close() }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("run did not stop")
+		}
+	}()
+	readyz := "http://" + readyAddr(t, pr) + "/readyz"
+	get := func() (int, string) {
+		resp, err := http.Get(readyz)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK {
+		t.Fatalf("before any send: %d %s", code, body)
+	}
+	for i := range mailer.RefusalsNotReady {
+		queue(t, js, command(t, fmt.Sprintf("evt-paused-%d", i), "pat@example.com"))
+	}
+	eventually.True(t, 30*time.Second, func() bool { code, _ := get(); return code == http.StatusServiceUnavailable },
+		"/readyz 503 while SES refuses every send")
+	if _, body := get(); !strings.Contains(body, "SendingPausedException") {
+		t.Errorf("/readyz does not say why: %s", body)
+	}
+	if n := len(fake.Accepted()); n != 0 {
+		t.Fatalf("%d accepted while paused", n)
+	}
+	fake.Always(sestest.Fault{}) // the operator resumes sending
+	eventually.True(t, 60*time.Second, func() bool { return len(fake.Accepted()) == mailer.RefusalsNotReady },
+		"every email sent once SES sends again")
+	if code, body := get(); code != http.StatusOK {
+		t.Errorf("after SES sends again: %d %s", code, body)
 	}
 }

@@ -65,7 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	adm, err := p.Serve(config.AdminAddr, p.AdminMux())
+	// The admin address also serves the support view (explain as a page).
+	mux := p.AdminMux()
+	worker.MountSupport(mux, p.Deps(prog))
+	adm, err := p.Serve(config.AdminAddr, mux)
 	if err != nil {
 		return err
 	}

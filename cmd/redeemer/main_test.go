@@ -15,6 +15,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/syncbuf"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 	"github.com/linkpipe/linkpipe/internal/worker"
@@ -84,6 +85,8 @@ func TestRunServesUntilCanceled(t *testing.T) {
 			"LINKPIPE_DATA_DIR":   t.TempDir(),
 			"LINKPIPE_PUBLIC_URL": "https://links.example",
 			"LINKPIPE_PORTAL_URL": "https://portal.example",
+			// A 4s drain keeps serving for 1s after turning not ready.
+			"LINKPIPE_SHUTDOWN_TIMEOUT": "4s",
 			// Two keys: the first signs, both are in the JWKS.
 			"LINKPIPE_TICKET_KEY": base64.RawURLEncoding.EncodeToString(seed) + "," + base64.StdEncoding.EncodeToString(oldSeed),
 		}), out)
@@ -129,6 +132,16 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	if code, _ := get("/metrics"); code != http.StatusNotFound {
 		t.Fatalf("public /metrics: %d, want 404", code)
 	}
+	// The support view is on the admin address only.
+	if code, body := getFrom(adminAddr, "/support"); code != 200 || !strings.Contains(body, "Why can't my client get in?") {
+		t.Fatalf("admin /support: %d %.200s", code, body)
+	}
+	if code, body := getFrom(adminAddr, "/support.json?link=Lnever"); code != http.StatusNotFound || !strings.Contains(body, "was ever issued") {
+		t.Fatalf("admin /support.json of an unknown link: %d %.200s", code, body)
+	}
+	if code, _ := get("/support"); code != http.StatusNotFound {
+		t.Fatalf("public /support: %d, want 404", code)
+	}
 	code, jwks := get("/.well-known/jwks.json")
 	signer, _ := ticket.NewSigner(seed, "")
 	old, _ := ticket.NewSigner(oldSeed, "")
@@ -138,7 +151,14 @@ func TestRunServesUntilCanceled(t *testing.T) {
 	if code, body := get("/l/not-a-token"); code != 404 || !strings.Contains(body, `content="not_found"`) {
 		t.Fatalf("unknown link: %d\n%s", code, body)
 	}
+	// Stopping (SIGTERM): not ready at once, while the public address
+	// still serves, so a load balancer takes the replica out first.
 	cancel()
+	eventually.True(t, 10*time.Second, func() bool { code, _ := get("/readyz"); return code == http.StatusServiceUnavailable },
+		"/readyz to answer 503 once stopping")
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz while draining: %d, want 200", code)
+	}
 	select {
 	case err := <-done:
 		if err != nil {

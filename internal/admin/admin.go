@@ -97,6 +97,10 @@ func ServeServer(ln net.Listener, srv *http.Server) *Server {
 // Addr is the address actually listened on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// Shutdown stops accepting connections and waits for the requests in
+// flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
 // Close shuts the server down, waiting up to 5s for requests in flight.
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

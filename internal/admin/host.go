@@ -75,3 +75,34 @@ func normalHost(s string) string {
 	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
 	return strings.TrimSuffix(s, ".")
 }
+
+// InternalHostsOnly serves h only to requests whose Host header names a
+// loopback host, an IP address, or a name without a dot (a container or
+// service name such as "issuer"), with any port; any other Host gets 421
+// as from LocalHostsOnly. It defends pages of an admin address that show
+// client histories (the support view) against DNS rebinding: a rebinding
+// page lives on a registered domain, so its Host always has a dot and is
+// never an address.
+func InternalHostsOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := normalHost(r.Host)
+		_, ipErr := netip.ParseAddr(host)
+		if host == "" || (ipErr != nil && strings.Contains(host, ".")) {
+			misdirected(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func misdirected(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusMisdirectedRequest)
+	_, _ = w.Write([]byte(InternalOnlyMessage))
+}
+
+// InternalOnlyMessage is the body of the 421 answer of InternalHostsOnly.
+const InternalOnlyMessage = "This admin page answers only requests addressed to an IP address, localhost " +
+	"or a service name without a dot; open it under one of those.\n"

@@ -30,3 +30,19 @@ func TestLocalHostsOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestInternalHostsOnly(t *testing.T) {
+	h := admin.InternalHostsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for host, want := range map[string]int{
+		"localhost": 200, "127.0.0.1:9090": 200, "[::1]:9090": 200, "10.0.0.5:9090": 200, "issuer:9090": 200, "redeemer": 200,
+		"attacker.example": 421, "attacker.example:9090": 421, "127.0.0.1.nip.io": 421, "issuer.attacker.example": 421, "": 421,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/support", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %q: %d, want %d", host, rec.Code, want)
+		}
+	}
+}

@@ -48,7 +48,11 @@ package bus
 // (Nak, no delay: another replica takes it without waiting out AckWait),
 // lets the handlers finish the messages they hold with a context that is
 // not cancelled (half-done work would only be redone after AckWait; bound it
-// with the Timeout middleware), and returns nil. A consumer that fails (it
+// with the Timeout middleware), and returns nil. When ctx carries a
+// shutdown timeout (WithShutdownTimeout: what a worker's SIGTERM gives,
+// LINKPIPE_SHUTDOWN_TIMEOUT), the handlers' context is cancelled that long
+// after ctx ended, and a message whose handler then fails is handed back
+// at once (Nak without delay) rather than retried after a backoff. A consumer that fails (it
 // cannot be opened, or its iterator closes) is re-opened after
 // RestartDelay, with the same handlers.
 
@@ -64,6 +68,23 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// shutdownKey carries a Loop's shutdown timeout in a context.
+type shutdownKey struct{}
+
+// WithShutdownTimeout returns ctx carrying d: a Loop run with it gives the
+// handlers in flight d after ctx ends to finish, then cancels their
+// context; what they still hold is handed back. Without it (or d <= 0)
+// handlers finish however long they take.
+func WithShutdownTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, shutdownKey{}, d)
+}
+
+// ShutdownTimeout is the shutdown timeout ctx carries (0: none).
+func ShutdownTimeout(ctx context.Context) time.Duration {
+	d, _ := ctx.Value(shutdownKey{}).(time.Duration)
+	return max(d, 0)
+}
 
 // Handler handles one message; its error says what becomes of the message
 // (see the model above).
@@ -335,6 +356,28 @@ func NewLoop(cfg LoopConfig) (*Loop, error) {
 // handlers finish, and returns nil. A consumer that fails is re-opened.
 func (l *Loop) Run(ctx context.Context) error {
 	hctx := context.WithoutCancel(ctx)
+	if grace := ShutdownTimeout(ctx); grace > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithCancel(hctx)
+		defer cancel()
+		done := make(chan struct{})
+		defer close(done) // before cancel: the handlers have returned
+		go func() {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+			}
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-done:
+			case <-t.C:
+				l.log.Warn("bus: shutdown timeout; handing back what is still in flight", keyDelay, grace)
+				cancel()
+			}
+		}()
+	}
 	d := &dispatcher{l: l, ctx: ctx, hctx: hctx, work: make(chan jetstream.Msg)}
 	// Slots hold the message each goroutine is handling, for keep-alive:
 	// one per pool goroutine, one per lane, one for the dispatcher.
@@ -511,6 +554,11 @@ func (l *Loop) keepAliveLoop(slots []slot, done <-chan struct{}) {
 func (l *Loop) Process(ctx context.Context, msg jetstream.Msg) Settlement {
 	start := time.Now()
 	err := l.handler(ctx, msg)
+	if err != nil && ctx.Err() != nil && !IsPoison(err) && !errors.Is(err, ErrSettled) {
+		// Cut short by the shutdown timeout: another replica takes it now.
+		l.handBack(msg)
+		return Settlement{Msg: msg, Outcome: HandedBack, Err: err, Elapsed: time.Since(start)}
+	}
 	s := l.settle(ctx, msg, err)
 	s.Elapsed = time.Since(start)
 	if l.cfg.OnSettled != nil {

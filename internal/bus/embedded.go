@@ -14,6 +14,9 @@ type EmbeddedOptions struct {
 	// Host and Port to listen on; Port -1 picks a free port.
 	Host string
 	Port int
+	// SyncAlways fsyncs every JetStream write before its ack
+	// (sync_interval: always, docs/operations.md); default: every 2 min.
+	SyncAlways bool
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream on and waits
@@ -31,6 +34,7 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 		StoreDir:   o.Dir,
 		NoSigs:     true,
 		MaxPayload: 2 << 20,
+		SyncAlways: o.SyncAlways,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: embedded nats-server: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -131,4 +132,35 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, source string, msg 
 		return fmt.Errorf("bus: dead letter from %s: %w", msg.Subject(), err)
 	}
 	return nil
+}
+
+// ReadAll returns every message of stream matching the filters (all of
+// them without filters), oldest first, read with an ordered consumer.
+func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, filters ...string) ([]jetstream.Msg, error) {
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
+	if err != nil {
+		return nil, fmt.Errorf("bus: read %s: %w", stream, err)
+	}
+	var out []jetstream.Msg
+	for {
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(300*time.Millisecond))
+		if err != nil {
+			return nil, fmt.Errorf("bus: read %s: %w", stream, err)
+		}
+		n := 0
+		pending := uint64(0)
+		for m := range batch.Messages() {
+			out = append(out, m)
+			n++
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("bus: read %s: %w", stream, err)
+		}
+		if n == 0 || pending == 0 {
+			return out, nil
+		}
+	}
 }

@@ -14,7 +14,9 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
@@ -83,6 +85,10 @@ var (
 			}
 			return nil
 		}}
+	// MailMaxAttempts is the mailer's attempt budget per email.
+	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
+		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
+		Check: checkPositiveInt}
 	PortalURL = Var{Env: "LINKPIPE_PORTAL_URL", Required: true,
 		Usage: "portal base URL for practices that set none", Check: checkBaseURL}
 	TicketKey = Var{Env: "LINKPIPE_TICKET_KEY", Required: true,
@@ -193,6 +199,14 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
+func checkPositiveInt(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return errors.New("must be a whole number of at least 1")
+	}
+	return nil
+}
+
 func checkAddr(s string) error {
 	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
 		return fmt.Errorf("%q is not host:port", s)
@@ -270,6 +284,19 @@ var Replicas = Var{Env: "LINKPIPE_REPLICAS", Default: "1",
 		return nil
 	}}
 
+// ShutdownTimeout bounds a worker's drain on SIGTERM: /readyz answers 503
+// at once, the worker stops pulling, what is in flight finishes within it,
+// the rest is handed back, and the process exits 0.
+var ShutdownTimeout = Var{Env: "LINKPIPE_SHUTDOWN_TIMEOUT", Default: "20s",
+	Usage: "on SIGTERM: time the work in flight has to finish (then it is handed back to another replica)",
+	Check: func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 || d > 10*time.Minute {
+			return errors.New("must be a duration between 1ms and 10m, e.g. 20s")
+		}
+		return nil
+	}}
+
 // NATSVars are the settings of the NATS connection every worker and the
 // CLI read: the URL, credentials and TLS.
 func NATSVars() []Var {
@@ -278,16 +305,17 @@ func NATSVars() []Var {
 
 // IssuerVars are the issuer's settings.
 func IssuerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas)
+	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas, ShutdownTimeout)
 }
 
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas,
+	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, ShutdownTimeout,
+		MailMaxAttempts,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey, SESConfigurationSet, SESEventsQueueURL, AWSEndpointSQS)
 }
 
 // RedeemerVars are the redeemer's settings.
 func RedeemerVars() []Var {
-	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas)
+	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas, ShutdownTimeout)
 }

@@ -241,6 +241,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	dev.register(mux)
 	worker.MountInbox(mux, sink)
 	mux.Handle("GET /metrics", st.proc.AdminMux()) // one address in dev mode
+	worker.MountSupport(mux, st.proc.Deps("support"))
 	mux.Handle("/", rd.Handler())
 	// The inbox shows live links: only for requests addressed to this
 	// machine (or the public host the operator set), never to a name that

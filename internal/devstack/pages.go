@@ -69,7 +69,7 @@ local inbox instead of Amazon SES) and the redeemer.</p>
 </form>
 {{if .Error}}<p class="bad">{{.Error}}</p>{{end}}
 <p>Publish from a shell instead: <code>go run ./cmd/linkpipe publish signin --practice demo --client client-2 --email sam@example.com</code></p>
-<p>Other pages: <a href="/inbox">inbox</a> · <a href="/.well-known/jwks.json">JWKS</a> · <a href="/metrics">metrics</a> · <a href="/readyz">readyz</a></p>
+<p>Other pages: <a href="/inbox">inbox</a> · <a href="/support">support view</a> (why can't a client get in?) · <a href="/.well-known/jwks.json">JWKS</a> · <a href="/metrics">metrics</a> · <a href="/readyz">readyz</a></p>
 </body></html>`))
 
 func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {

@@ -8,7 +8,8 @@
 // the email by mail.messageId (package sentmail) or, failing that, by the
 // linkpipe_mail tag (the email's mail.done record), and becomes:
 //
-//   - Delivery: links.<id>.delivered;
+//   - Delivery: links.<id>.delivered (<id> the link's id, or for an
+//     email without a link its mail id, as for its sent event);
 //   - Bounce: links.<id>.bounced (reason permanent, transient or
 //     undetermined; detail the bounce subtype and diagnostic); a permanent
 //     bounce also suppresses the address (package suppress);
@@ -284,7 +285,13 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 		return kind, retry(err)
 	}
 	log = log.With(keyKind, kind, keyMailID, rec.MailID, keyLinkID, rec.LinkID, keyMessageID, rec.MessageID)
-	ev := &events.LinkEvent{LinkID: rec.LinkID, PracticeID: rec.PracticeID, ClientID: rec.ClientID, Purpose: rec.Purpose,
+	// An email without a link reports under its mail id, as the mailer
+	// does for its sent and failed events.
+	linkID := rec.LinkID
+	if linkID == "" {
+		linkID = rec.MailID
+	}
+	ev := &events.LinkEvent{LinkID: linkID, PracticeID: rec.PracticeID, ClientID: rec.ClientID, Purpose: rec.Purpose,
 		MailID: rec.MailID, MailKind: rec.Kind, MessageID: rec.MessageID}
 	var sup *suppress.Entry
 	var addrs []string // the bounced or complaining addresses, when no record has the hash
@@ -340,8 +347,8 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 		}
 		log.Debug("feedback: address suppressed", keyReason, sup.Cause)
 	}
-	if rec.LinkID == "" {
-		log.Debug("feedback: email without a link; no lifecycle event")
+	if !events.ValidID(ev.LinkID) {
+		log.Debug("feedback: no id to publish the lifecycle event under")
 		return kind, nil
 	}
 	if err := c.publishOnce(ctx, ev); err != nil {

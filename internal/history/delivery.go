@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
-	"github.com/linkpipe/linkpipe/internal/recipient"
+	"github.com/linkpipe/linkpipe/internal/sentmail"
 	"github.com/linkpipe/linkpipe/internal/suppress"
 )
 
@@ -24,9 +23,10 @@ type delivery struct {
 	// last is the newest mail outcome: sent, failed, delivered, bounced,
 	// complained.
 	last *events.LinkEvent
-	// address is the link's address on record; entry its suppression.
-	address string
-	entry   *suppress.Entry
+	// messageID is SES's id of the link's last email that went out.
+	messageID string
+	// entry is the suppression of the address that email went to.
+	entry *suppress.Entry
 }
 
 func (tl *Timeline) deliveryOf(linkID string) *delivery {
@@ -52,24 +52,31 @@ func (tl *Timeline) noteMail(ev *events.LinkEvent) {
 	if d.last == nil || !ev.At.Before(d.last.At) {
 		d.last = ev
 	}
+	if ev.MessageID != "" && ev.Type != events.TypeFailed {
+		d.messageID = ev.MessageID
+	}
 }
 
-// addSuppression looks up the suppression of the link's address on record
-// and adds its entries (suppressed, lifted) to the timeline.
+// addSuppression looks up the suppression of the address the link's last
+// email went to (by the hash in its message-id record: package sentmail;
+// no address is read) and adds its entries (suppressed, lifted) to the
+// timeline.
 func (tl *Timeline) addSuppression(ctx context.Context, js jetstream.JetStream, linkID string) error {
-	to, err := recipient.NewBook(js).Get(ctx, linkID)
-	if errors.Is(err, recipient.ErrNotFound) {
+	d := tl.delivery[linkID]
+	if d == nil || d.messageID == "" {
 		return nil
 	}
+	rec, err := sentmail.NewBook(js).Get(ctx, d.messageID)
+	if errors.Is(err, sentmail.ErrNotFound) {
+		return nil // older than the records, or never recorded
+	}
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
-	e, ok, err := suppress.NewList(js).Lookup(ctx, suppress.Hash(to.Email))
+	e, ok, err := suppress.NewList(js).Lookup(ctx, rec.AddressHash)
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
-	d := tl.deliveryOf(linkID)
-	d.address = to.Email
 	if !ok {
 		return nil
 	}
@@ -137,10 +144,11 @@ func causeText(e *suppress.Entry) string {
 // clock formats a time for the "Now" lines.
 func clock(t time.Time) string { return t.UTC().Format("2006-01-02 15:04Z") }
 
-// printDelivery writes what became of the link's last email and the
-// address's suppression, with the command that lifts it.
-func (tl *Timeline) printDelivery(w io.Writer, linkID, practiceID string) {
-	d := tl.delivery[linkID]
+// adviseDelivery adds to s what became of the link's last email and the
+// suppression of its address; a suppressed address makes "unsuppress"
+// the first thing to do.
+func (tl *Timeline) adviseDelivery(s *Status, practiceID string) {
+	d := tl.delivery[s.LinkID]
 	if d == nil {
 		return
 	}
@@ -165,12 +173,13 @@ func (tl *Timeline) printDelivery(w io.Writer, linkID, practiceID string) {
 		if practiceID == "" {
 			practiceID = "P"
 		}
-		parts = append(parts, "address suppressed since "+clock(e.At)+" ("+causeText(e)+")",
-			"unsuppress with `linkpipe publish unsuppress --practice "+practiceID+" --email "+d.address+"`")
+		cmd := "linkpipe publish unsuppress --practice " + practiceID + " --email <the client's address>"
+		parts = append(parts, "address suppressed since "+clock(e.At)+" ("+causeText(e)+")", "unsuppress with `"+cmd+"`")
+		s.Suppressed = true
+		s.Todo = "The address is suppressed (" + causeText(e) + "): check it with the client; once it is fixed, unsuppress it (`" +
+			cmd + "`), then resend. " + s.Todo
 	} else if e != nil {
 		parts = append(parts, "address was suppressed, lifted at "+clock(*e.LiftedAt))
 	}
-	if len(parts) > 0 {
-		fmt.Fprintf(w, "      %s\n", strings.Join(parts, "; "))
-	}
+	s.Delivery = strings.Join(parts, "; ")
 }

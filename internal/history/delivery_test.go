@@ -90,7 +90,7 @@ func TestExplainShowsBounceAndSuppression(t *testing.T) {
 		"permanent bounce (mailbox does not exist)",
 		"last email bounced (mailbox does not exist) at " + clock,
 		"address suppressed since " + clock,
-		"unsuppress with `linkpipe publish unsuppress --practice demo --email Rue@Example.com`",
+		"unsuppress with `linkpipe publish unsuppress --practice demo --email <the client's address>`",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain lacks %q:\n%s", want, out)

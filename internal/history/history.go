@@ -24,13 +24,16 @@ import (
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
+// ErrNoSuchLink: Link was given an id no link was ever issued with.
+var ErrNoSuchLink = errors.New("no such link was ever issued")
+
 // Entry is one line of a timeline.
 type Entry struct {
-	At     time.Time
-	LinkID string
+	At     time.Time `json:"at"`
+	LinkID string    `json:"link_id"`
 	// What happened: a lifecycle type (issued, sent, ...) or "scope:<change>".
-	What   string
-	Detail string
+	What   string `json:"what"`
+	Detail string `json:"detail"`
 }
 
 // Timeline is a client's or a link's history, oldest first.
@@ -40,40 +43,18 @@ type Timeline struct {
 	Current map[string]scope.State
 	// Scopes maps each link of the timeline to its scope subject.
 	Scopes map[string]string
-	// delivery is what became of each link's emails (delivery.go).
+	// Issued is each link's issued event; Mail the last sent or failed
+	// event of its email, when there is one.
+	Issued map[string]events.LinkEvent
+	Mail   map[string]events.LinkEvent
+	// delivery is what became of each link's emails and the suppression
+	// of its address (delivery.go).
 	delivery map[string]*delivery
-	// practices names each link's practice.
-	practices map[string]string
 }
 
-// readAll returns every message of stream matching the filters.
-func readAll(ctx context.Context, js jetstream.JetStream, stream string, filters ...string) ([]jetstream.Msg, error) {
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
-	if err != nil {
-		return nil, fmt.Errorf("history: read %s: %w", stream, err)
-	}
-	var out []jetstream.Msg
-	for {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			return nil, fmt.Errorf("history: read %s: %w", stream, err)
-		}
-		n := 0
-		pending := uint64(0)
-		for m := range batch.Messages() {
-			out = append(out, m)
-			n++
-			if md, err := m.Metadata(); err == nil {
-				pending = md.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("history: read %s: %w", stream, err)
-		}
-		if n == 0 || pending == 0 {
-			return out, nil
-		}
-	}
+func newTimeline() *Timeline {
+	return &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{},
+		Issued: map[string]events.LinkEvent{}, Mail: map[string]events.LinkEvent{}}
 }
 
 // Client returns the timeline of every link of a client.
@@ -81,11 +62,11 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 	if !events.ValidID(practiceID) || !events.ValidID(clientID) {
 		return nil, errors.New("history: practice and client must be ids ([A-Za-z0-9_-]{1,64})")
 	}
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, scope.ClientFilter(practiceID, clientID))
+	scopeMsgs, err := bus.ReadAll(ctx, js, bus.StreamScopes, scope.ClientFilter(practiceID, clientID))
 	if err != nil {
 		return nil, err
 	}
-	tl := &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{}}
+	tl := newTimeline()
 	linkIDs := map[string]bool{}
 	for _, m := range scopeMsgs {
 		var st scope.State
@@ -99,10 +80,13 @@ func Client(ctx context.Context, js jetstream.JetStream, practiceID, clientID st
 		}
 		tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
 	}
+	ids := make([]string, 0, len(linkIDs))
 	for id := range linkIDs {
-		if err := tl.addLink(ctx, js, id); err != nil {
-			return nil, err
-		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	if err := tl.addLinks(ctx, js, ids); err != nil {
+		return nil, err
 	}
 	tl.sort()
 	return tl, nil
@@ -113,17 +97,17 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 	if !events.ValidID(linkID) {
 		return nil, errors.New("history: link must be an id ([A-Za-z0-9_-]{1,64})")
 	}
-	tl := &Timeline{Current: map[string]scope.State{}, Scopes: map[string]string{}}
+	tl := newTimeline()
 	var issued events.LinkEvent
 	if _, err := bus.NewReader(js, bus.StreamLinks).FirstJSON(ctx, events.LinkSubject(linkID, events.TypeIssued), &issued); err != nil {
 		if errors.Is(err, bus.ErrNotFound) {
-			return nil, fmt.Errorf("history: no link %s was ever issued", linkID)
+			return nil, fmt.Errorf("history: link %s: %w", linkID, ErrNoSuchLink)
 		}
 		return nil, err
 	}
 	subject := scope.OfLink(&issued)
 	tl.Scopes[linkID] = subject
-	scopeMsgs, err := readAll(ctx, js, bus.StreamScopes, subject)
+	scopeMsgs, err := bus.ReadAll(ctx, js, bus.StreamScopes, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -134,18 +118,43 @@ func Link(ctx context.Context, js jetstream.JetStream, linkID string) (*Timeline
 			tl.Entries = append(tl.Entries, scopeEntry(m.Subject(), st))
 		}
 	}
-	if err := tl.addLink(ctx, js, linkID); err != nil {
+	if err := tl.addLinks(ctx, js, []string{linkID}); err != nil {
 		return nil, err
 	}
 	tl.sort()
 	return tl, nil
 }
 
-func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID string) error {
-	msgs, err := readAll(ctx, js, bus.StreamLinks, "links."+linkID+".>")
-	if err != nil {
-		return err
+// linksPerRead is how many links' events one ordered consumer reads (one
+// filter subject each): a client's links cost a read per this many, not
+// one each.
+const linksPerRead = 64
+
+// addLinks adds the lifecycle events of links to the timeline.
+func (tl *Timeline) addLinks(ctx context.Context, js jetstream.JetStream, linkIDs []string) error {
+	all := linkIDs
+	for len(linkIDs) > 0 {
+		n := min(len(linkIDs), linksPerRead)
+		filters := make([]string, n)
+		for i, id := range linkIDs[:n] {
+			filters[i] = "links." + id + ".>"
+		}
+		linkIDs = linkIDs[n:]
+		msgs, err := bus.ReadAll(ctx, js, bus.StreamLinks, filters...)
+		if err != nil {
+			return err
+		}
+		tl.addEvents(msgs)
 	}
+	for _, id := range all {
+		if err := tl.addSuppression(ctx, js, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tl *Timeline) addEvents(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		var ev events.LinkEvent
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
@@ -153,12 +162,15 @@ func (tl *Timeline) addLink(ctx context.Context, js jetstream.JetStream, linkID 
 		}
 		tl.Entries = append(tl.Entries, Entry{At: ev.At, LinkID: ev.LinkID, What: ev.Type, Detail: eventDetail(&ev)})
 		tl.noteMail(&ev)
-		if tl.practices == nil {
-			tl.practices = map[string]string{}
+		switch ev.Type {
+		case events.TypeIssued:
+			tl.Issued[ev.LinkID] = ev
+		case events.TypeSent, events.TypeFailed:
+			if last, ok := tl.Mail[ev.LinkID]; !ok || !ev.At.Before(last.At) {
+				tl.Mail[ev.LinkID] = ev
+			}
 		}
-		tl.practices[linkID] = ev.PracticeID
 	}
-	return tl.addSuppression(ctx, js, linkID)
 }
 
 func (tl *Timeline) sort() {
@@ -225,7 +237,8 @@ func eventDetail(ev *events.LinkEvent) string {
 	return strings.Join(d, "; ")
 }
 
-// Print writes the timeline for a person, then each scope's verdict now.
+// Print writes the timeline for a person, then each link's verdict now
+// and what to do about it.
 func (tl *Timeline) Print(w io.Writer, now time.Time) {
 	if len(tl.Entries) == 0 {
 		fmt.Fprintln(w, "No links on record.")
@@ -235,6 +248,58 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 		fmt.Fprintf(w, "%s  %-24s  %-16s %s\n", e.At.UTC().Format("2006-01-02 15:04:05Z"), e.LinkID, e.What, e.Detail)
 	}
 	fmt.Fprintln(w, "\nNow:")
+	for _, s := range tl.Statuses(now) {
+		var verdict string
+		switch {
+		case s.Reason == "" && s.Works:
+			verdict = "works"
+		case s.Reason == "":
+			verdict = "no state on record"
+		case s.Reason == events.ReasonSuperseded:
+			verdict = "refused (superseded by " + s.SupersededBy + "): " + scope.Explain(s.Reason)
+		default:
+			verdict = "refused (" + s.Reason + "): " + scope.Explain(s.Reason)
+		}
+		fmt.Fprintf(w, "  %s %s: %s\n      what to do: %s\n", s.Scope, s.LinkID, verdict, s.Todo)
+		if s.Delivery != "" {
+			fmt.Fprintf(w, "      %s\n", s.Delivery)
+		}
+	}
+}
+
+// Status is one link's verdict today, in plain words for support.
+type Status struct {
+	LinkID string `json:"link_id"`
+	// Scope is the link's scope without its prefix: <practice>.<client>.<kind>.
+	Scope   string `json:"scope"`
+	Purpose string `json:"purpose,omitempty"`
+	// Works tells whether a click on the link would be honoured now;
+	// Reason is the refusal reason (events.Reason*) when it would not.
+	Works  bool   `json:"works"`
+	Reason string `json:"reason,omitempty"`
+	// SupersededBy is the scope's current link when this one is superseded.
+	SupersededBy string `json:"superseded_by,omitempty"`
+	// Verdict says whether and why the link works; Todo what to do about it
+	// ("resend", "unsuppress", "the appointment was canceled").
+	Verdict string `json:"verdict"`
+	Todo    string `json:"todo"`
+	// Mail is the fate of the link's email: "sent", "failed", "failed
+	// permanently" or "" (none recorded yet).
+	Mail string `json:"mail,omitempty"`
+	// Delivery says what SES reported about the link's last email and
+	// whether its address is suppressed, with the command that lifts it
+	// ("last email bounced (mailbox does not exist) at ...; address
+	// suppressed since ...; unsuppress with ...").
+	Delivery string `json:"delivery,omitempty"`
+	// Suppressed tells that the link's address is suppressed now.
+	Suppressed bool `json:"suppressed,omitempty"`
+	// Entries are the link's own lines of the timeline, oldest first.
+	Entries []Entry `json:"entries"`
+}
+
+// Statuses returns every link of the timeline with its verdict at now,
+// ordered by scope then link id.
+func (tl *Timeline) Statuses(now time.Time) []Status {
 	ids := make([]string, 0, len(tl.Scopes))
 	for id := range tl.Scopes {
 		ids = append(ids, id)
@@ -245,21 +310,112 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 		}
 		return ids[i] < ids[j]
 	})
+	out := make([]Status, 0, len(ids))
 	for _, id := range ids {
 		subject := tl.Scopes[id]
-		st, ok := tl.Current[subject]
-		var verdict string
-		switch v := st.Verdict(id, now); {
-		case !ok:
-			verdict = "no state on record"
-		case v.OK:
-			verdict = "works"
-		case v.Reason == events.ReasonSuperseded:
-			verdict = "refused (superseded by " + st.LinkID + "): " + scope.Explain(v.Reason)
-		default:
-			verdict = "refused (" + v.Reason + "): " + scope.Explain(v.Reason)
+		s := Status{LinkID: id, Scope: strings.TrimPrefix(subject, scope.Prefix), Entries: []Entry{}}
+		for _, e := range tl.Entries {
+			if e.LinkID == id {
+				s.Entries = append(s.Entries, e)
+			}
 		}
-		fmt.Fprintf(w, "  %s %s: %s\n", strings.TrimPrefix(subject, scope.Prefix), id, verdict)
-		tl.printDelivery(w, id, tl.practices[id])
+		issued, hasIssued := tl.Issued[id]
+		s.Purpose = issued.Purpose
+		if m, ok := tl.Mail[id]; ok {
+			switch {
+			case m.Type == events.TypeSent:
+				s.Mail = "sent"
+			case m.Permanent:
+				s.Mail = "failed permanently"
+			default:
+				s.Mail = "failed"
+			}
+		}
+		st, ok := tl.Current[subject]
+		if !ok {
+			s.Verdict = "No state on record for its scope: linkpipe cannot tell whether it works."
+			s.Todo = "Resend: a new link gets a fresh record."
+			out = append(out, s)
+			continue
+		}
+		if s.Purpose == "" {
+			s.Purpose = st.Purpose
+		}
+		v := st.Verdict(id, now)
+		s.Works, s.Reason = v.OK, v.Reason
+		if v.Reason == events.ReasonSuperseded {
+			s.SupersededBy = st.LinkID
+		}
+		validFrom, expiresAt := st.ValidFrom, st.ExpiresAt
+		if hasIssued && st.LinkID != id { // a superseded link's own window
+			if issued.ValidFrom != nil {
+				validFrom = *issued.ValidFrom
+			}
+			if issued.ExpiresAt != nil {
+				expiresAt = *issued.ExpiresAt
+			}
+		}
+		s.Verdict, s.Todo = advise(s, st, tl.Mail[id], validFrom, expiresAt)
+		tl.adviseDelivery(&s, issued.PracticeID)
+		out = append(out, s)
 	}
+	return out
+}
+
+func when(t time.Time) string { return t.UTC().Format("Mon 2 Jan 2006 15:04 UTC") }
+
+// advise puts a link's verdict into words for support and says what to do.
+func advise(s Status, st scope.State, mail events.LinkEvent, validFrom, expiresAt time.Time) (verdict, todo string) {
+	resend := "Resend: publish the action again with a new event id, and linkpipe mails a new link."
+	switch s.Purpose {
+	case events.PurposeSignin:
+		resend = "Resend: send the client a new sign-in link (or they can ask for one from the refusal page)."
+	case events.PurposeDocument:
+		resend = "Resend: share the document again (a new share id) for a new link."
+	case events.PurposeTelehealth:
+		resend = "Resend: an appointment reminder carries the appointment's current link."
+	}
+	undelivered := mail.Type == events.TypeFailed && mail.Permanent
+	switch {
+	case s.Works && undelivered:
+		return "Works, but its email was not delivered (" + mail.Reason + ").",
+			"Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. " + resend
+	case s.Works && mail.Type == events.TypeFailed:
+		return "Works; its email failed for now and will be retried (" + mail.Reason + ").",
+			"Wait a few minutes for the retry; if the email still does not arrive, resend."
+	case s.Works:
+		return "Works: the client can use it until " + when(expiresAt) + ".",
+			"Nothing to do. If the client cannot find the email, ask them to check spam, or resend."
+	}
+	switch s.Reason {
+	case events.ReasonSuperseded:
+		return "Refused: a newer link (" + s.SupersededBy + ") replaced this one.",
+			"Ask the client to use the newest email; if it did not arrive, resend."
+	case events.ReasonUsed:
+		used := ""
+		if st.UsedAt != nil {
+			used = " on " + when(*st.UsedAt)
+		}
+		return "Refused: it was already used" + used + "; each such link works once.", resend
+	case events.ReasonExpired:
+		if s.Purpose == events.PurposeTelehealth {
+			return "Refused: the appointment's window ended " + when(expiresAt) + ".",
+				"If the appointment moves, reschedule it: the same link works again in its new window."
+		}
+		return "Refused: it expired " + when(expiresAt) + ".", resend
+	case events.ReasonRevoked:
+		reason := st.RevokedReason
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return "Refused: the practice revoked the client's links (" + reason + ").",
+			"Resend only if the reason for the revocation no longer holds."
+	case events.ReasonCanceled:
+		return "Refused: the appointment was canceled.",
+			"Nothing to resend: the appointment was canceled. Book it again to send a new link."
+	case events.ReasonNotYetValid:
+		return "Not yet valid: it works from " + when(validFrom) + ".",
+			"Nothing to do: ask the client to try again from " + when(validFrom) + "."
+	}
+	return "Refused (" + s.Reason + ").", resend
 }

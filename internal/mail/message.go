@@ -44,13 +44,18 @@ const (
 // Sentinel errors of senders. A Sender wraps every error it returns in
 // exactly one of them, so the mailer knows whether to retry:
 //
-//   - ErrPermanent: retrying the same message cannot succeed (the provider
-//     rejected the address or the content, the request is malformed, the
-//     account is suspended, the From domain is not verified). The mailer
-//     records a permanent failure (links.<id>.failed, permanent=true) and
-//     stops.
+//   - ErrPermanent: retrying the same message cannot succeed: the provider
+//     refused this one email (the address is invalid, the message was
+//     rejected) or the message is malformed. The mailer records a
+//     permanent failure (links.<id>.failed, permanent=true, and
+//     deadletter.mail) and stops.
 //   - ErrThrottled: the provider asked us to slow down (HTTP 429,
 //     TooManyRequests, Throttling*). It wraps ErrTransient.
+//   - ErrRefused: the provider refuses every send until an operator acts
+//     (sending paused, account suspended, MAIL FROM domain not verified,
+//     configuration set missing, credentials refused: HTTP 401/403). It
+//     wraps ErrTransient: the email is retried, and the mailer reports
+//     itself not ready while every send is refused.
 //   - ErrTransient: a temporary failure (5xx, a network error, a timeout).
 //     The mailer retries later with backoff.
 //
@@ -60,6 +65,7 @@ var (
 	ErrPermanent = errors.New("mail: permanent send failure")
 	ErrTransient = errors.New("mail: transient send failure")
 	ErrThrottled = fmt.Errorf("mail: throttled: %w", ErrTransient)
+	ErrRefused   = fmt.Errorf("mail: refused until an operator acts: %w", ErrTransient)
 )
 
 // IsPermanent reports whether err says retrying cannot help.

@@ -187,6 +187,9 @@ func TestSenderErrors(t *testing.T) {
 	if !errors.Is(mail.ErrThrottled, mail.ErrTransient) {
 		t.Error("ErrThrottled must be transient")
 	}
+	if !errors.Is(mail.ErrRefused, mail.ErrTransient) || mail.IsPermanent(mail.ErrRefused) || errors.Is(mail.ErrRefused, mail.ErrThrottled) {
+		t.Error("ErrRefused must be transient, neither permanent nor throttled")
+	}
 	if mail.IsPermanent(mail.ErrThrottled) || !mail.IsPermanent(errors.Join(errors.New("x"), mail.ErrPermanent)) {
 		t.Error("IsPermanent")
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/sentmail"
 	"github.com/linkpipe/linkpipe/internal/suppress"
@@ -20,13 +22,13 @@ import (
 // failure whose reason starts with "suppressed". An error reading the list
 // retries the email (sending to a suppressed address would harm the
 // account's reputation; a delay harms nothing).
-func (m *Mailer) suppressed(ctx context.Context, cmd *mail.Command, log *slog.Logger) (outcome, bool) {
+func (m *Mailer) suppressed(ctx context.Context, msg jetstream.Msg, cmd *mail.Command, log *slog.Logger) (outcome, bool) {
 	e, ok, err := m.suppressions.Check(ctx, cmd.To.Email)
 	switch {
 	case err != nil:
 		return outcome{retry: true, err: err}, true
 	case ok:
-		return m.giveUp(ctx, cmd, e.Reason(), log), true
+		return m.giveUp(ctx, msg, cmd, e.Reason(), log), true
 	}
 	return outcome{}, false
 }

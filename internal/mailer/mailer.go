@@ -20,17 +20,29 @@
 //
 // # Failures
 //
-// Sender errors wrapping mail.ErrPermanent end the email: mail.done with
-// status "failed", links.<id>.failed with permanent=true, ack. Every other
-// error is retried: the message goes back to the queue with NakWithDelay,
-// the delay doubling from RetryMin to RetryMax by delivery count; the first
-// transient failure also publishes links.<id>.failed with permanent=false so
-// practice systems can see a delay. An email whose link expired before it
-// could be sent fails permanently (the link would not work). A command that
-// cannot be decoded is copied to deadletter.mail and terminated. A
-// provider's error text is scrubbed of addresses and tokens (mail.Scrub)
-// before it becomes a reason, a log line or an error: lifecycle events and
-// logs name clients by id only. The
+// Sender errors wrapping mail.ErrPermanent (the provider refused this one
+// email) end the email. Every other error is retried: the message goes
+// back to the queue with NakWithDelay, the delay doubling from RetryMin to
+// RetryMax by delivery count; the first failure, unless it is throttling,
+// also publishes links.<id>.failed with permanent=false so practice
+// systems can see a delay. mail.ErrRefused (the provider refuses every send
+// until an operator acts: sending paused, account suspended, ...) is
+// retried like any transient failure, and after RefusalsNotReady of them
+// in a row Ready reports the mailer not ready. Retries end: a send that
+// fails on delivery MaxAttempts (LINKPIPE_MAIL_MAX_ATTEMPTS), or a command
+// delivered more often, ends the email too, as does a link that expired
+// before its email could be sent (the link would not work). An email that
+// ends unsent is copied to deadletter.mail with the reason (`linkpipe
+// deadletter replay` re-drives it), then gets mail.done with status
+// "failed" and links.<id>.failed with permanent=true, and is acked. Every
+// email therefore ends sent or failed for good, with a lifecycle event
+// either way: an email without a link (an in-person appointment's
+// confirmation, reminder, ...) reports under its mail id,
+// links.<mail_id>.sent or .failed. A command that cannot be decoded is
+// copied to deadletter.mail and terminated. A provider's error text is
+// scrubbed of addresses and tokens (mail.Scrub) before it becomes a
+// reason, a log line or an error: lifecycle events and logs name clients
+// by id only. The
 // consume loop (concurrency, keep-alive, retries, dead letters, shutdown) is
 // bus.Loop's.
 package mailer
@@ -43,6 +55,7 @@ import (
 	"log/slog"
 	netmail "net/mail"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -90,6 +103,10 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// SendTimeout bounds one call to the Sender (default 30s).
 	SendTimeout time.Duration
+	// MaxAttempts is the attempt budget of one email (default 20,
+	// LINKPIPE_MAIL_MAX_ATTEMPTS): a send that fails on delivery
+	// MaxAttempts, or a command delivered more often, fails permanently.
+	MaxAttempts int
 }
 
 // Mailer is the MAIL consumer.
@@ -102,10 +119,61 @@ type Mailer struct {
 	log        *slog.Logger
 	metrics    metrics
 	loop       *bus.Loop
+	// refusals counts the sends refused in a row with mail.ErrRefused
+	// (the provider refuses every send until an operator acts), since the
+	// provider last answered about an email itself; lastRefusal is the
+	// latest such error's (scrubbed) text. Ready reads both.
+	refusals    atomic.Int64
+	lastRefusal atomic.Pointer[string]
 
 	// suppressions and messages serve delivery feedback (feedback.go).
 	suppressions *suppress.List
 	messages     *sentmail.Book
+}
+
+// RefusalsNotReady is how many sends in a row the provider must refuse
+// wholesale (mail.ErrRefused: sending paused, account suspended, domain not
+// verified, ...) before Ready reports the mailer not ready. One send the
+// provider accepts, or refuses for that email only, makes it ready again.
+const RefusalsNotReady = 3
+
+// ErrProviderRefusing is Ready's error while the mail provider refuses
+// every send.
+var ErrProviderRefusing = errors.New("mailer: the mail provider refuses every send")
+
+// Ready is the mailer's readiness check (an admin.Ready): nil unless the
+// last RefusalsNotReady sends or more were all refused wholesale, in which
+// case the error wraps ErrProviderRefusing and says why. The mailer keeps
+// retrying meanwhile; the first send that goes through makes it ready.
+func (m *Mailer) Ready(context.Context) error {
+	n := m.refusals.Load()
+	if n < RefusalsNotReady {
+		return nil
+	}
+	last := ""
+	if p := m.lastRefusal.Load(); p != nil {
+		last = *p
+	}
+	return fmt.Errorf("%w: the last %d sends were refused (%s)", ErrProviderRefusing, n, last)
+}
+
+// noteSend updates the refusal streak with the outcome of one send.
+func (m *Mailer) noteSend(err error) {
+	switch {
+	case err == nil, mail.IsPermanent(err):
+		m.refusals.Store(0)
+	case errors.Is(err, mail.ErrRefused):
+		text := err.Error()
+		m.lastRefusal.Store(&text)
+		m.refusals.Add(1)
+	default:
+		return // throttled, 5xx, timeouts: says nothing about refusals
+	}
+	v := 0.0
+	if m.refusals.Load() >= RefusalsNotReady {
+		v = 1
+	}
+	m.metrics.refusing.Set(v)
 }
 
 // Log keys.
@@ -122,6 +190,9 @@ const (
 	keyReason    = "reason"
 )
 
+// DefaultMaxAttempts is Config.MaxAttempts's default.
+const DefaultMaxAttempts = 20
+
 // Outcomes recorded in mail.done.<mail_id>.
 const (
 	StatusSent   = "sent"
@@ -131,33 +202,54 @@ const (
 // Done is the record at mail.done.<mail_id>: the mail was handed to the
 // provider (sent) or given up for good (failed).
 type Done struct {
-	MailID     string    `json:"mail_id"`
-	Kind       string    `json:"kind"`
-	LinkID     string    `json:"link_id,omitempty"`
-	PracticeID string    `json:"practice_id"`
-	ClientID   string    `json:"client_id"`
-	Purpose    string    `json:"purpose,omitempty"`
-	Status     string    `json:"status"`
-	MessageID  string    `json:"message_id,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	At         time.Time `json:"at"`
+	MailID     string `json:"mail_id"`
+	Kind       string `json:"kind"`
+	LinkID     string `json:"link_id,omitempty"`
+	PracticeID string `json:"practice_id"`
+	ClientID   string `json:"client_id"`
+	Purpose    string `json:"purpose,omitempty"`
+	// AppointmentID names the appointment of an appointment email.
+	AppointmentID string    `json:"appointment_id,omitempty"`
+	Status        string    `json:"status"`
+	MessageID     string    `json:"message_id,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	At            time.Time `json:"at"`
 }
 
-// Event returns the lifecycle event that reports d (links.<id>.sent or
-// .failed), or nil for a mail without a link.
+// Event returns the lifecycle event that reports d: links.<link_id>.sent
+// or .failed, and for an email without a link (an in-person appointment's
+// confirmation or cancellation) links.<mail_id>.sent or .failed, whose
+// link_id is the mail id (see eventLinkID).
 func (d *Done) Event() *events.LinkEvent {
-	if d.LinkID == "" {
-		return nil
-	}
 	typ := events.TypeSent
 	if d.Status == StatusFailed {
 		typ = events.TypeFailed
 	}
 	return &events.LinkEvent{
-		EventID: typ + "-" + d.MailID, Type: typ, LinkID: d.LinkID, PracticeID: d.PracticeID,
+		EventID: typ + "-" + d.MailID, Type: typ, LinkID: eventLinkID(d.LinkID, d.MailID), PracticeID: d.PracticeID,
 		ClientID: d.ClientID, Purpose: d.Purpose, At: d.At, Reason: d.Reason,
 		Permanent: d.Status == StatusFailed, MailID: d.MailID, MailKind: d.Kind, MessageID: d.MessageID,
+		AppointmentID: d.AppointmentID,
 	}
+}
+
+// eventLinkID is the link id under which the events of an email are
+// published: its link's, or for an email without a link its mail id. Link
+// ids start with "L" and mail ids without a link with "M" (mail.EventMailID),
+// so the two never collide.
+func eventLinkID(linkID, mailID string) string {
+	if linkID != "" {
+		return linkID
+	}
+	return mailID
+}
+
+// appointmentID is the id of a command's appointment, if any.
+func appointmentID(cmd *mail.Command) string {
+	if cmd.Appointment == nil {
+		return ""
+	}
+	return cmd.Appointment.ID
 }
 
 type metrics struct {
@@ -166,6 +258,7 @@ type metrics struct {
 	sendTime   prometheus.Histogram
 	duplicates prometheus.Counter
 	poison     prometheus.Counter
+	refusing   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -182,10 +275,13 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."}),
 		poison: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "linkpipe_mailer_poison_total", Help: "Undecodable mail commands moved to deadletter.mail."}),
+		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linkpipe_mailer_provider_refusing",
+			Help: "1 while the mail provider refuses every send (sending paused, account suspended, ...): /readyz answers 503."}),
 	}
 	if err := errors.Join(
 		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime),
-		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison),
+		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison), bus.Register(reg, &m.refusing),
 	); err != nil {
 		return metrics{}, fmt.Errorf("mailer: metrics: %w", err)
 	}
@@ -232,6 +328,9 @@ func New(cfg Config) (*Mailer, error) {
 	}
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	met, err := newMetrics(cfg.Metrics)
 	if err != nil {
@@ -328,7 +427,7 @@ func (m *Mailer) handle(ctx context.Context, msg jetstream.Msg) error {
 		return bus.Poison(err)
 	}
 	log := m.log.With(keyMailID, cmd.MailID, keyLinkID, cmd.LinkID, keyPractice, cmd.PracticeID, keyKind, cmd.Kind)
-	out := m.process(ctx, cmd, attempt, log)
+	out := m.process(ctx, msg, cmd, attempt, log)
 	if !out.retry {
 		return nil
 	}
@@ -344,7 +443,7 @@ func carriesLink(cmd *mail.Command) bool {
 	return cmd.LinkID != "" && cmd.Kind != mail.KindAppointmentCanceled
 }
 
-func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64, log *slog.Logger) outcome {
+func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Command, attempt uint64, log *slog.Logger) outcome {
 	// 1. Done already? Then only make sure its event exists.
 	var done Done
 	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
@@ -357,9 +456,15 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	} else if !errors.Is(err, bus.ErrNotFound) {
 		return outcome{retry: true, err: err}
 	}
+	budget := uint64(m.cfg.MaxAttempts)
+	if attempt > budget {
+		// Redelivered past the budget without a send failing on its last
+		// attempt (a missing key, an unknown kind, a crash, AckWait).
+		return m.giveUp(ctx, msg, cmd, fmt.Sprintf("not sent after %d attempts", budget), log)
+	}
 	now := m.cfg.Clock.Now()
 	if carriesLink(cmd) && !cmd.ExpiresAt.IsZero() && !now.Before(cmd.ExpiresAt) {
-		return m.giveUp(ctx, cmd, "the link expired before its email could be sent", log)
+		return m.giveUp(ctx, msg, cmd, "the link expired before its email could be sent", log)
 	}
 
 	// The address on record: a link goes only to its own recipient,
@@ -369,17 +474,17 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		to, err := m.recipients.Get(ctx, cmd.LinkID)
 		switch {
 		case errors.Is(err, recipient.ErrNotFound):
-			return m.giveUp(ctx, cmd, "no address on record for the link", log)
+			return m.giveUp(ctx, msg, cmd, "no address on record for the link", log)
 		case err != nil:
 			return outcome{retry: true, err: err}
 		case to.ID != cmd.To.ID:
-			return m.giveUp(ctx, cmd, "the mail command names another client than the link's", log)
+			return m.giveUp(ctx, msg, cmd, "the mail command names another client than the link's", log)
 		}
 		cmd.To = to
 	}
 
 	// A suppressed address gets nothing (feedback.go).
-	if out, stop := m.suppressed(ctx, cmd, log); stop {
+	if out, stop := m.suppressed(ctx, msg, cmd, log); stop {
 		return out
 	}
 
@@ -408,7 +513,7 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 		log.Error("mail kind unknown to this mailer; leaving it for an upgraded replica", keyErr, err)
 		return outcome{retry: true, err: err}
 	} else if err != nil {
-		return m.giveUp(ctx, cmd, err.Error(), log)
+		return m.giveUp(ctx, msg, cmd, err.Error(), log)
 	}
 	email.From = fromAddress(p.Name, m.cfg.From)
 	tag(email, cmd)
@@ -422,12 +527,19 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	// before it becomes a reason, a log line or the error bus.Loop logs.
 	err = mail.ScrubError(err)
 	m.metrics.sendTime.Observe(time.Since(start).Seconds())
+	m.noteSend(err)
 	if err != nil {
 		if mail.IsPermanent(err) {
-			return m.giveUp(ctx, cmd, err.Error(), log)
+			return m.giveUp(ctx, msg, cmd, err.Error(), log)
+		}
+		if attempt >= budget {
+			return m.giveUp(ctx, msg, cmd, fmt.Sprintf("not sent after %d attempts: %v", attempt, err), log)
 		}
 		m.metrics.failed.WithLabelValues("false").Inc()
-		if attempt == 1 && cmd.LinkID != "" {
+		// The first failure tells practice systems the email is delayed,
+		// unless it is throttling: that only means "slower", and the
+		// mailer's own pacing is what should prevent it.
+		if attempt == 1 && !errors.Is(err, mail.ErrThrottled) {
 			ev := m.event(cmd, events.TypeFailed, now)
 			ev.EventID = "failed-" + cmd.MailID + "-retrying"
 			ev.Reason = truncate("will retry: "+err.Error(), events.MaxReasonLen)
@@ -442,7 +554,8 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	// 5. Record: done first (it is what stops a second send), then the
 	// event. Retried here, not by redelivery, which would send again.
 	done = Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
-		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusSent, MessageID: messageID, At: m.cfg.Clock.Now()}
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, AppointmentID: appointmentID(cmd), Status: StatusSent,
+		MessageID: messageID, At: m.cfg.Clock.Now()}
 	if err := m.record(ctx, &done); err != nil {
 		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
 		return outcome{retry: true, err: err}
@@ -452,13 +565,25 @@ func (m *Mailer) process(ctx context.Context, cmd *mail.Command, attempt uint64,
 	return outcome{}
 }
 
-// giveUp records a permanent failure. The reason is scrubbed of addresses
-// and tokens (mail.Scrub) whoever wrote it.
-func (m *Mailer) giveUp(ctx context.Context, cmd *mail.Command, reason string, log *slog.Logger) outcome {
+// giveUp records a permanent failure: the command is copied to
+// deadletter.mail with the reason (Linkpipe-Reason), where `linkpipe
+// deadletter replay` can re-drive it, then mail.done (failed) and
+// links.<id>.failed (permanent) are published. The dead letter comes first:
+// a crash before mail.done redelivers the command, whose second dead
+// letter JetStream drops as a duplicate (its Nats-Msg-Id names the
+// command's sequence). The reason is scrubbed of addresses and tokens
+// (mail.Scrub) whoever wrote it.
+func (m *Mailer) giveUp(ctx context.Context, msg jetstream.Msg, cmd *mail.Command, reason string, log *slog.Logger) outcome {
+	reason = truncate(mail.Scrub(reason), events.MaxReasonLen)
+	if err := retryShort(ctx, func() error {
+		return bus.DeadLetter(ctx, m.cfg.JS, deadLetterSource, msg, errors.New(reason))
+	}); err != nil {
+		return outcome{retry: true, err: err}
+	}
 	m.metrics.failed.WithLabelValues("true").Inc()
 	done := Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
-		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: StatusFailed,
-		Reason: truncate(mail.Scrub(reason), events.MaxReasonLen), At: m.cfg.Clock.Now()}
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, AppointmentID: appointmentID(cmd), Status: StatusFailed,
+		Reason: reason, At: m.cfg.Clock.Now()}
 	if err := m.record(ctx, &done); err != nil {
 		return outcome{retry: true, err: err}
 	}
@@ -476,10 +601,7 @@ func (m *Mailer) record(ctx context.Context, d *Done) error {
 		if _, err := bus.PublishOnce(ctx, m.cfg.JS, bus.MailDonePrefix+d.MailID, "done-"+d.MailID, data, nil); err != nil && !errors.Is(err, bus.ErrDuplicate) {
 			return err
 		}
-		if ev := d.Event(); ev != nil {
-			return m.publishEvent(ctx, ev)
-		}
-		return nil
+		return m.publishEvent(ctx, d.Event())
 	})
 }
 
@@ -488,9 +610,6 @@ func (m *Mailer) record(ctx context.Context, d *Done) error {
 // mail.done and the event).
 func (m *Mailer) ensureEvent(ctx context.Context, d *Done) error {
 	ev := d.Event()
-	if ev == nil {
-		return nil
-	}
 	var last events.LinkEvent
 	if _, err := m.linksR.LastJSON(ctx, ev.Subject(), &last); err == nil && last.EventID == ev.EventID {
 		return nil
@@ -502,8 +621,9 @@ func (m *Mailer) ensureEvent(ctx context.Context, d *Done) error {
 
 func (m *Mailer) event(cmd *mail.Command, typ string, at time.Time) *events.LinkEvent {
 	return &events.LinkEvent{
-		EventID: typ + "-" + cmd.MailID, Type: typ, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
+		EventID: typ + "-" + cmd.MailID, Type: typ, LinkID: eventLinkID(cmd.LinkID, cmd.MailID), PracticeID: cmd.PracticeID,
 		ClientID: cmd.To.ID, Purpose: cmd.Purpose, At: at, MailID: cmd.MailID, MailKind: cmd.Kind,
+		AppointmentID: appointmentID(cmd),
 	}
 }
 

@@ -117,7 +117,7 @@ func (e *env) sink(t testing.TB) *mailer.Sink {
 }
 
 // start runs a mailer until the test ends.
-func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registerer, mods ...func(*mailer.Config)) {
+func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registerer, mods ...func(*mailer.Config)) *mailer.Mailer {
 	t.Helper()
 	cfg := mailer.Config{JS: e.js, Keys: e.keys, Practices: e.dir, Sender: sender, From: "links@acme.example",
 		PublicURL: publicURL + "/", Clock: e.clock, Metrics: reg, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
@@ -137,6 +137,7 @@ func (e *env) start(t testing.TB, sender mailer.Sender, reg prometheus.Registere
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return m
 }
 
 // drained reports whether the mailer consumer has nothing left to do.
@@ -373,7 +374,7 @@ func TestSendsThroughAWSSESV2Local(t *testing.T) {
 
 func TestTransientFailuresAreRetriedUntilOneEmail(t *testing.T) {
 	e := newEnv(t)
-	fake := sestest.NewFake(t, sestest.Throttled, sestest.Internal, sestest.Bare500)
+	fake := sestest.NewFake(t, sestest.Internal, sestest.Throttled, sestest.Bare500)
 	sender, err := ses.New(ctx(t), fake.Options())
 	if err != nil {
 		t.Fatal(err)
@@ -437,6 +438,35 @@ func TestRejectedAddressFailsPermanentlyOnce(t *testing.T) {
 	if v := counter(t, reg, "linkpipe_mailer_failed_total", "permanent", "true"); v != 1 {
 		t.Errorf("failed_total{permanent=true} = %v", v)
 	}
+	e.deadLetter(t, cmd, "suppression list")
+}
+
+// deadLetter checks that cmd, given up, is on deadletter.mail, once, with a
+// reason that says want, and returns the dead letter.
+func (e *env) deadLetter(t testing.TB, cmd *mail.Command, want string) *jetstream.RawStreamMsg {
+	t.Helper()
+	var dl *jetstream.RawStreamMsg
+	eventually.True(t, 30*time.Second, func() bool {
+		m, err := bus.NewReader(e.js, bus.StreamDeadLetter).Last(ctx(t), bus.DeadLetterPrefix+"mail")
+		if err == nil {
+			dl = m
+		}
+		return err == nil
+	}, "the dead letter")
+	if n := e.count(t, bus.StreamDeadLetter, bus.DeadLetterPrefix+"mail"); n != 1 {
+		t.Errorf("%d dead letters, want 1", n)
+	}
+	if got := dl.Header.Get(bus.HeaderSource); got != bus.MailCommandPrefix+cmd.MailID {
+		t.Errorf("dead letter source %q", got)
+	}
+	if r := dl.Header.Get(bus.HeaderReason); !strings.Contains(r, want) || strings.Contains(r, "@") {
+		t.Errorf("dead letter reason %q, want it to say %q and name no address", r, want)
+	}
+	var got mail.Command
+	if err := json.Unmarshal(dl.Data, &got); err != nil || got.MailID != cmd.MailID {
+		t.Errorf("dead letter is not the command: %v %s", err, dl.Data)
+	}
+	return dl
 }
 
 func TestExpiredLinkIsNotSent(t *testing.T) {
@@ -454,6 +484,121 @@ func TestExpiredLinkIsNotSent(t *testing.T) {
 	if n := len(messages(t, sink)); n != 0 {
 		t.Errorf("%d emails for an expired link", n)
 	}
+	e.deadLetter(t, cmd, "expired")
+}
+
+// An email that keeps failing ends after its attempt budget: one
+// permanent .failed and a dead letter saying why, and no more sends.
+func TestAttemptBudgetEndsTheEmail(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	fake.Always(sestest.Internal)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e.start(t, sender, reg, func(c *mailer.Config) { c.MaxAttempts = 3 })
+	cmd, _ := e.signin(t, "evt-budget", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool {
+		ev, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+		return ok && ev.Permanent
+	}, "the permanent failed event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	ev, _ := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+	if !strings.Contains(ev.Reason, "not sent after 3 attempts") || !strings.Contains(ev.Reason, "InternalServiceError") {
+		t.Errorf("reason %q", ev.Reason)
+	}
+	if n := fake.Attempts(); n != 3 {
+		t.Errorf("%d attempts, want 3", n)
+	}
+	e.deadLetter(t, cmd, "not sent after 3 attempts")
+	// One "will retry" and one final event.
+	if n := e.count(t, bus.StreamLinks, events.LinkSubject(cmd.LinkID, events.TypeFailed)); n != 2 {
+		t.Errorf("%d failed events, want 2", n)
+	}
+	if v := counter(t, reg, "linkpipe_mailer_failed_total", "permanent", "true"); v != 1 {
+		t.Errorf("failed_total{permanent=true} = %v", v)
+	}
+}
+
+// A command delivered past the budget (its sends never failed: here the
+// key it needs is missing, so it is never sent) ends too.
+func TestRedeliveriesPastTheBudgetEndTheEmail(t *testing.T) {
+	e := newEnv(t)
+	sink := e.sink(t)
+	e.start(t, sink, nil, func(c *mailer.Config) {
+		c.MaxAttempts = 2
+		c.Keys = link.NewKeyring("k9", make([]byte, 32)) // not the key the command names
+	})
+	cmd, _ := e.signin(t, "evt-nokey", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool {
+		ev, ok := e.lastEvent(t, cmd.LinkID, events.TypeFailed)
+		return ok && ev.Permanent
+	}, "the permanent failed event")
+	e.deadLetter(t, cmd, "not sent after 2 attempts")
+	if n := len(messages(t, sink)); n != 0 {
+		t.Errorf("%d emails", n)
+	}
+}
+
+// Throttling is retried without telling anyone the email failed.
+func TestThrottlingPublishesNoFailedEvent(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t, sestest.Throttled, sestest.Throttled.In(sestest.InType), sestest.Throttled.In(sestest.InCode))
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, sender, nil)
+	cmd, _ := e.signin(t, "evt-throttled", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	if n := fake.Attempts(); n != 4 {
+		t.Errorf("%d attempts, want 4", n)
+	}
+	if n := e.count(t, bus.StreamLinks, events.LinkSubject(cmd.LinkID, events.TypeFailed)); n != 0 {
+		t.Errorf("%d failed events for throttling, want 0", n)
+	}
+}
+
+// An email without a link (an in-person appointment's confirmation)
+// reports its outcome under its mail id, sent or failed for good.
+func TestEmailWithoutLinkPublishesItsOutcome(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	fake.FailTo("gone@example.com", sestest.Rejected)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, sender, nil)
+	starts := t0.Add(48 * time.Hour)
+	inPerson := func(eventID, email string) *mail.Command {
+		return &mail.Command{
+			MailID: mail.EventMailID("acme", eventID, mail.KindAppointmentConfirmed), Kind: mail.KindAppointmentConfirmed,
+			PracticeID: "acme", To: events.Client{ID: "c-" + eventID, Email: email, Name: "Pat"},
+			Appointment:  &events.Appointment{ID: "appt-" + eventID, StartsAt: &starts, ClinicianName: "Dr. Lee"},
+			CauseEventID: eventID, At: t0,
+		}
+	}
+	ok, bad := inPerson("evt-inperson", "pat@example.com"), inPerson("evt-inperson-gone", "gone@example.com")
+	e.queue(t, ok)
+	e.queue(t, bad)
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, ok.MailID, events.TypeSent); return ok }, "the sent event")
+	ev, _ := e.lastEvent(t, ok.MailID, events.TypeSent)
+	if ev.LinkID != ok.MailID || ev.MailID != ok.MailID || ev.AppointmentID != "appt-evt-inperson" || ev.ClientID != "c-evt-inperson" || ev.MessageID == "" {
+		t.Errorf("sent event %+v", ev)
+	}
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, bad.MailID, events.TypeFailed); return ok }, "the failed event")
+	fev, _ := e.lastEvent(t, bad.MailID, events.TypeFailed)
+	if !fev.Permanent || fev.AppointmentID != "appt-evt-inperson-gone" {
+		t.Errorf("failed event %+v", fev)
+	}
+	e.deadLetter(t, bad, "suppression list")
 }
 
 func TestWrongKeyNeverSendsABrokenLink(t *testing.T) {
@@ -595,4 +740,77 @@ func TestSlowSendKeepsTheMessage(t *testing.T) {
 	if sender.sends[cmd.MailID] != 1 {
 		t.Fatalf("sent %d times, want 1", sender.sends[cmd.MailID])
 	}
+}
+
+// Ready turns false only after RefusalsNotReady wholesale refusals in a
+// row; throttling and 5xx say nothing about it; one send SES answers about
+// the email itself (accepted, or refused for that email only) ends it.
+func TestReadyOnlyWhileEverySendIsRefused(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := e.start(t, sender, reg, func(c *mailer.Config) { c.RetryMax = 20 * time.Millisecond })
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Fatalf("at start: %v", err)
+	}
+	refusals := make([]sestest.Fault, 0, mailer.RefusalsNotReady+2)
+	for range mailer.RefusalsNotReady - 1 {
+		refusals = append(refusals, sestest.Suspended)
+	}
+	// A throttle and a 5xx in between neither count nor reset.
+	refusals = append(refusals, sestest.Throttled, sestest.Internal, sestest.DomainUnproved.In(sestest.InCode))
+	fake.Script(refusals...)
+	fake.FailTo("gone@example.com", sestest.Rejected)
+	cmd, _ := e.signin(t, "evt-ready", "pat@example.com")
+	e.queue(t, cmd)
+	eventually.True(t, 30*time.Second, func() bool { return fake.Attempts() >= len(refusals) }, "the scripted refusals")
+	eventually.True(t, 30*time.Second, func() bool { _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); return ok }, "the sent event")
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Errorf("after a send went through: %v", err)
+	}
+	// Refused wholesale again, then a refusal of one email: ready again.
+	fake.FailTo("paused@example.com", sestest.SendingPaused)
+	var paused []*mail.Command
+	for i := range mailer.RefusalsNotReady {
+		c, _ := e.signin(t, fmt.Sprintf("evt-paused-%d", i), "paused@example.com")
+		e.queue(t, c)
+		paused = append(paused, c)
+	}
+	eventually.True(t, 30*time.Second, func() bool { return errors.Is(m.Ready(ctx(t)), mailer.ErrProviderRefusing) }, "not ready")
+	if v := gauge(t, reg, "linkpipe_mailer_provider_refusing"); v != 1 {
+		t.Errorf("linkpipe_mailer_provider_refusing %v, want 1", v)
+	}
+	fake.FailTo("paused@example.com", sestest.Rejected)
+	for _, c := range paused {
+		eventually.True(t, 30*time.Second, func() bool {
+			ev, ok := e.lastEvent(t, c.LinkID, events.TypeFailed)
+			return ok && ev.Permanent
+		}, "the rejection")
+	}
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	if err := m.Ready(ctx(t)); err != nil {
+		t.Errorf("after SES judged an email itself: %v", err)
+	}
+	if v := gauge(t, reg, "linkpipe_mailer_provider_refusing"); v != 0 {
+		t.Errorf("linkpipe_mailer_provider_refusing %v, want 0", v)
+	}
+}
+
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }

@@ -108,7 +108,10 @@ var ErrConfig = errors.New("redeemer: bad config")
 type Config struct {
 	JS jetstream.JetStream
 	// NC is the connection /readyz checks.
-	NC        *nats.Conn
+	NC *nats.Conn
+	// Ready, if set, is another /readyz check: the process's (503 once it
+	// is stopping, so load balancers take it out before it closes).
+	Ready     admin.Ready
 	Practices *practice.Directory
 	Signer    *ticket.Signer
 	// PublicURL is the redeemer's base URL (links are PublicURL/l/<token>);
@@ -313,15 +316,24 @@ func (r *Redeemer) Handler() http.Handler {
 	mux.HandleFunc("GET /l/{token}/{rest...}", r.serveNotFound)
 	mux.HandleFunc("POST /l/{token}/{rest...}", r.serveNotFound)
 	mux.HandleFunc("GET /.well-known/jwks.json", r.serveJWKS)
-	admin.RegisterHealth(mux, admin.NATSReady(r.cfg.NC))
+	admin.RegisterHealth(mux, r.readiness()...)
 	return r.protect(mux)
+}
+
+// readiness are the checks of /readyz.
+func (r *Redeemer) readiness() []admin.Ready {
+	checks := []admin.Ready{admin.NATSReady(r.cfg.NC)}
+	if r.cfg.Ready != nil {
+		checks = append(checks, r.cfg.Ready)
+	}
+	return checks
 }
 
 // AdminHandler serves /healthz, /readyz and /metrics, for the admin
 // address (LINKPIPE_ADMIN_ADDR), never the public one.
 func (r *Redeemer) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	admin.Register(mux, r.reg, admin.NATSReady(r.cfg.NC))
+	admin.Register(mux, r.reg, r.readiness()...)
 	return mux
 }
 

@@ -1,8 +1,9 @@
 // Package ses owns sending email through Amazon SES v2 (SendEmail with
 // Simple content) with aws-sdk-go-v2, and the classification of SES errors
 // into the mail package's sentinels: mail.ErrThrottled (throttling),
-// mail.ErrTransient (5xx, network, timeouts) and mail.ErrPermanent (the
-// request or address is refused for good).
+// mail.ErrRefused (the account refuses every send until an operator acts),
+// mail.ErrTransient (5xx, network, timeouts) and mail.ErrPermanent (this
+// one email or its address is refused for good).
 //
 // Configuration is the SDK's own: New uses config.LoadDefaultConfig, so
 // AWS_REGION, AWS_ENDPOINT_URL_SESV2 (an emulator such as aws-ses-v2-local),
@@ -117,12 +118,31 @@ func (s *Sender) Send(ctx context.Context, m *mail.Message) (string, error) {
 	return aws.ToString(out.MessageId), nil
 }
 
-// isPermanentCode reports the error codes SES answers for requests that
-// will never succeed as they are.
+// isPermanentCode reports the error codes SES answers for an email that
+// will never be accepted as it is: the message or the address is refused,
+// or the request about it is invalid.
 func isPermanentCode(code string) bool {
 	switch code {
-	case "MessageRejected", "MessageRejectedException", "BadRequestException", "AccountSuspendedException",
-		"MailFromDomainNotVerifiedException", "NotFoundException", "InvalidParameterValue", "ValidationException":
+	case "MessageRejected", "MessageRejectedException", "BadRequestException",
+		"InvalidParameterValue", "InvalidParameterValueException", "ValidationException":
+		return true
+	}
+	return false
+}
+
+// isRefusedCode reports the error codes by which SES refuses every send
+// until an operator acts: the account's sending is paused or suspended,
+// the MAIL FROM domain is not verified, the configuration set (or another
+// resource the request names) does not exist, or the credentials are
+// refused.
+func isRefusedCode(code string) bool {
+	switch code {
+	case "SendingPausedException", "AccountSuspendedException", "MailFromDomainNotVerifiedException",
+		"ConfigurationSetSendingPausedException", "ConfigurationSetDoesNotExist",
+		"ConfigurationSetDoesNotExistException", "NotFoundException",
+		"AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId",
+		"SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken",
+		"ExpiredToken", "ExpiredTokenException", "InvalidSignatureException":
 		return true
 	}
 	return false
@@ -132,12 +152,18 @@ func isPermanentCode(code string) bool {
 //
 //   - mail.ErrThrottled: HTTP 429, TooManyRequestsException, Throttling*,
 //     LimitExceededException and the SDK's other throttle codes.
-//   - mail.ErrPermanent: MessageRejected, BadRequest, AccountSuspended,
-//     MailFromDomainNotVerified, NotFound, validation errors, and any other
-//     4xx except 401, 403, 408 (credentials, clock skew and timeouts are
-//     fixed by operators or time, not by dropping the email).
-//   - mail.ErrTransient: 5xx, SendingPausedException, network errors,
-//     timeouts, and anything unrecognised.
+//   - mail.ErrRefused (transient): SendingPausedException,
+//     AccountSuspendedException, MailFromDomainNotVerifiedException, a
+//     missing configuration set (NotFoundException,
+//     ConfigurationSetDoesNotExist), refused credentials (HTTP 401, 403,
+//     AccessDenied, SignatureDoesNotMatch, ...): every send fails until an
+//     operator fixes the account, after which the same email succeeds.
+//   - mail.ErrPermanent: a refusal of this one email: MessageRejected,
+//     BadRequestException (e.g. an address SES cannot parse), validation
+//     errors.
+//   - mail.ErrTransient: 5xx, 408, network errors, timeouts, and anything
+//     unrecognised, including other 4xx (a retry costs a delay, a wrong
+//     "permanent" costs an email; the mailer's attempt budget ends it).
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -158,14 +184,12 @@ func Classify(err error) error {
 		sentinel = mail.ErrTransient
 	case status == http.StatusTooManyRequests || isThrottleCode(code):
 		sentinel = mail.ErrThrottled
+	case isRefusedCode(code):
+		sentinel = mail.ErrRefused
 	case isPermanentCode(code):
 		sentinel = mail.ErrPermanent
-	case status >= 500:
-		sentinel = mail.ErrTransient
-	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusRequestTimeout:
-		sentinel = mail.ErrTransient
-	case status >= 400:
-		sentinel = mail.ErrPermanent
+	case status == http.StatusUnauthorized, status == http.StatusForbidden:
+		sentinel = mail.ErrRefused
 	default:
 		sentinel = mail.ErrTransient
 	}

@@ -127,36 +127,92 @@ func TestClassificationAndRetryAfterTransientFailures(t *testing.T) {
 	}
 }
 
-func TestPermanentFailures(t *testing.T) {
+// Each answer SES v2 gives, in each shape the SDK parses, through the real
+// sesv2 client: only a refusal of the one email is permanent; throttling,
+// 5xx and timeouts are transient, and what an operator must fix (a paused
+// or suspended account, an unverified domain, a missing configuration set,
+// refused credentials) is ErrRefused, transient too.
+func TestClassifyEachSESAnswer(t *testing.T) {
 	isolate(t)
-	for _, f := range []sestest.Fault{
-		sestest.Rejected,
-		{Status: 400, Code: "BadRequestException", Message: "bad"},
-		{Status: 400, Code: "AccountSuspendedException"},
-		{Status: 400, Code: "MailFromDomainNotVerifiedException"},
-		{Status: 400},
-	} {
-		fake := sestest.NewFake(t, f)
-		s, err := ses.New(ctx(t), fake.Options())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = s.Send(ctx(t), message())
-		if !mail.IsPermanent(err) || errors.Is(err, mail.ErrTransient) {
-			t.Errorf("%+v: got %v, want permanent", f, err)
-		}
-		if fake.Attempts() != 1 {
-			t.Errorf("%+v: %d attempts", f, fake.Attempts())
-		}
+	const (
+		throttled = "throttled"
+		transient = "transient"
+		refused   = "refused"
+		permanent = "permanent"
+	)
+	cases := []struct {
+		name  string
+		fault sestest.Fault
+		want  string
+	}{
+		{"429 TooManyRequests", sestest.Throttled, throttled},
+		{"400 Throttling", sestest.Fault{Status: 400, Code: "Throttling", Message: "Rate exceeded"}, throttled},
+		{"400 LimitExceeded", sestest.Fault{Status: 400, Code: "LimitExceededException"}, throttled},
+		{"500 InternalServiceError", sestest.Internal, transient},
+		{"500 bare", sestest.Bare500, transient},
+		{"503 ServiceUnavailable", sestest.Fault{Status: 503, Code: "ServiceUnavailable"}, transient},
+		{"timeout", sestest.Fault{Status: 200, Delay: time.Minute}, transient},
+		{"400 unknown", sestest.Fault{Status: 400, Code: "SomethingNewException"}, transient},
+		{"400 bare", sestest.Fault{Status: 400}, transient},
+		{"408", sestest.Fault{Status: 408}, transient},
+		{"SendingPaused", sestest.SendingPaused, refused},
+		{"AccountSuspended", sestest.Suspended, refused},
+		{"MailFromDomainNotVerified", sestest.DomainUnproved, refused},
+		{"configuration set missing", sestest.NoConfigSet, refused},
+		{"ConfigurationSetDoesNotExist", sestest.Fault{Status: 400, Code: "ConfigurationSetDoesNotExist"}, refused},
+		{"403 AccessDenied", sestest.Forbidden, refused},
+		{"403 SignatureDoesNotMatch", sestest.Fault{Status: 403, Code: "SignatureDoesNotMatch"}, refused},
+		{"401 bare", sestest.Fault{Status: 401}, refused},
+		{"MessageRejected", sestest.Rejected, permanent},
+		{"bad address", sestest.BadAddress, permanent},
+		{"400 InvalidParameterValue", sestest.Fault{Status: 400, Code: "InvalidParameterValue", Message: "Missing final '@domain'"}, permanent},
 	}
-	// Credentials and clock problems are for operators to fix: retry.
-	fake := sestest.NewFake(t, sestest.Fault{Status: 403, Code: "SignatureDoesNotMatch"}, sestest.Fault{Status: 400, Code: "ThrottlingException"})
-	s, _ := ses.New(ctx(t), fake.Options())
-	if _, err := s.Send(ctx(t), message()); !errors.Is(err, mail.ErrTransient) {
-		t.Errorf("403: %v", err)
-	}
-	if _, err := s.Send(ctx(t), message()); !errors.Is(err, mail.ErrThrottled) {
-		t.Errorf("400 ThrottlingException: %v", err)
+	for _, c := range cases {
+		shapes := sestest.Shapes
+		if c.fault.Code == "" {
+			shapes = shapes[:1]
+		}
+		for _, shape := range shapes {
+			t.Run(c.name+"/"+shape.String(), func(t *testing.T) {
+				fake := sestest.NewFake(t, c.fault.In(shape))
+				s, err := ses.New(ctx(t), fake.Options())
+				if err != nil {
+					t.Fatal(err)
+				}
+				sendCtx := ctx(t)
+				if c.fault.Delay > 0 {
+					var cancel context.CancelFunc
+					sendCtx, cancel = context.WithTimeout(sendCtx, 200*time.Millisecond)
+					defer cancel()
+				}
+				_, err = s.Send(sendCtx, message())
+				got := ""
+				switch {
+				case err == nil:
+					got = "accepted"
+				case errors.Is(err, mail.ErrThrottled):
+					got = throttled
+				case errors.Is(err, mail.ErrRefused):
+					got = refused
+				case errors.Is(err, mail.ErrTransient):
+					got = transient
+				case mail.IsPermanent(err):
+					got = permanent
+				}
+				if got != c.want {
+					t.Errorf("got %s (%v), want %s", got, err, c.want)
+				}
+				if err != nil && mail.IsPermanent(err) == errors.Is(err, mail.ErrTransient) {
+					t.Errorf("%v: must be exactly one of permanent and transient", err)
+				}
+				if c.fault.Code != "" && err != nil && !strings.Contains(err.Error(), c.fault.Code) {
+					t.Errorf("error %q does not name the code %s", err, c.fault.Code)
+				}
+				if fake.Attempts() != 1 {
+					t.Errorf("%d attempts, want 1 (the SDK retryer is off)", fake.Attempts())
+				}
+			})
+		}
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/linkpipe/linkpipe/internal/admin"
+	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/feedback"
@@ -21,6 +23,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
+	"github.com/linkpipe/linkpipe/internal/support"
 	"github.com/linkpipe/linkpipe/internal/ticket"
 )
 
@@ -31,14 +34,27 @@ type Deps struct {
 	NC        *nats.Conn
 	Practices *practice.Directory
 	Metrics   *prometheus.Registry
-	Clock     clock.Clock
+	// Backlog, if set, is told which consumer each worker uses.
+	Backlog *bus.ConsumerMetrics
+	// Ready, if set, is the process's own readiness check (not stopping),
+	// added to the /readyz a worker serves itself (the redeemer's).
+	Ready admin.Ready
+	Clock clock.Clock
 	// Log is tagged with the worker's name.
 	Log *slog.Logger
+}
+
+// watch adds the worker's consumer to the process's backlog metrics.
+func (d Deps) watch(stream, consumer string) {
+	if d.Backlog != nil {
+		d.Backlog.Watch(stream, consumer)
+	}
 }
 
 // NewIssuer builds the issuer on its own bbolt file (opened with
 // issuer.Buckets()).
 func NewIssuer(d Deps, db *bolt.DB, keys *link.Keyring) (*issuer.Issuer, error) {
+	d.watch(bus.StreamActions, bus.ConsumerIssuer)
 	return issuer.New(issuer.Config{JS: d.JS, DB: db, Keys: keys, Practices: d.Practices,
 		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
@@ -51,12 +67,16 @@ type MailerSettings struct {
 	From string
 	// PublicURL is the redeemer's base URL.
 	PublicURL string
+	// MaxAttempts is the attempt budget of one email
+	// (LINKPIPE_MAIL_MAX_ATTEMPTS; 0: mailer.DefaultMaxAttempts).
+	MaxAttempts int
 }
 
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
+	d.watch(bus.StreamMail, bus.ConsumerMailer)
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
-		From: s.From, PublicURL: s.PublicURL, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
 
 // FeedbackSettings are the SES feedback consumer's settings (the mailer
@@ -120,7 +140,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 	}
 	rd, err := redeemer.New(redeemer.Config{JS: d.JS, NC: d.NC, Practices: d.Practices, Signer: signer,
 		PublicURL: s.PublicURL, PortalURL: s.PortalURL, CookieKey: redeemer.CookieKeyFromSeed(s.Seeds[0]),
-		TrustedProxies: s.TrustedProxies, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		TrustedProxies: s.TrustedProxies, Ready: d.Ready, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -130,6 +150,7 @@ func NewRedeemer(d Deps, s RedeemerSettings) (*redeemer.Redeemer, *ticket.Signer
 // NewProjector builds the projector (SCOPES -> used/revoked lifecycle
 // events) from what its process shares; the redeemer's process runs it.
 func NewProjector(d Deps) (*projector.Projector, error) {
+	d.watch(bus.StreamScopes, bus.ConsumerProjector)
 	return projector.New(projector.Config{JS: d.JS, Log: d.Log, Metrics: d.Metrics})
 }
 
@@ -143,4 +164,15 @@ func MountInbox(mux *http.ServeMux, sink *mailer.Sink) {
 	mux.Handle(InboxPath, h)
 	mux.Handle(InboxPath+"/", h)
 	mux.Handle(InboxPath+".json", h)
+}
+
+// MountSupport serves the support view (support.Path and its .json) on
+// mux, reading the ledger with d.JS: on the admin address of the workers
+// that may read SCOPES and LINKS (issuer, redeemer), only to requests
+// addressed to an IP, localhost or a service name (admin.InternalHostsOnly,
+// against DNS rebinding).
+func MountSupport(mux *http.ServeMux, d Deps) {
+	h := admin.InternalHostsOnly(support.Handler(d.JS, d.Clock, d.Log))
+	mux.Handle(support.Path, h)
+	mux.Handle(support.Path+".json", h)
 }

@@ -79,9 +79,12 @@ type RunFunc func(ctx context.Context, args []string, getenv func(string) string
 
 // Main runs run with the process's arguments, environment and stdout until
 // SIGINT or SIGTERM, and returns the exit status (see Exit); every main is
-// os.Exit(worker.Main(run)).
+// os.Exit(worker.Main(run)). The first signal starts the drain
+// (Process.Run); a second one ends the process at once (the default
+// handling is restored).
 func Main(run RunFunc) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
 	return Exit(os.Stderr, err)

@@ -65,6 +65,17 @@ func TestPasswordNeverLogged(t *testing.T) {
 // starts, logs each difference, and rescales nothing.
 func TestStartLeavesExistingStreamsAsTheyAre(t *testing.T) {
 	srv := bustest.Start(t)
+	// An operator kept dead letters for one hour (linkpipe configures 30 days).
+	_, js := srv.Connect(t)
+	dl, err := js.Stream(t.Context(), bus.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlc := dl.CachedInfo().Config
+	dlc.MaxAge = time.Hour
+	if _, err := js.UpdateStream(t.Context(), dlc); err != nil {
+		t.Fatal(err)
+	}
 	vals := values(srv.URL, t.TempDir())
 	vals[config.Replicas.Env] = "3"
 	var logs bytes.Buffer
@@ -84,5 +95,15 @@ func TestStartLeavesExistingStreamsAsTheyAre(t *testing.T) {
 	}
 	if r := s.CachedInfo().Config.Replicas; r != 1 {
 		t.Errorf("SCOPES rescaled to %d replicas", r)
+	}
+	if !strings.Contains(logs.String(), `"stream":"DEADLETTER","field":"max_age","want":"720h0m0s","have":"1h0m0s"`) {
+		t.Errorf("no max_age difference logged:\n%s", logs.String())
+	}
+	dl, err = p.JS.Stream(ctx, bus.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dl.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Errorf("DEADLETTER max age changed to %v", got)
 	}
 }

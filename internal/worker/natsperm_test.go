@@ -37,6 +37,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/feedback/sqstest"
+	"github.com/linkpipe/linkpipe/internal/history"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -367,6 +368,19 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		}
 		if typ, ok := strings.CutPrefix(m.Subject, "links."+linkID+"."); ok && slices.Contains(want, typ) && !slices.Contains(seen, typ) {
 			seen = append(seen, typ)
+		}
+	}
+	// The support view (worker.MountSupport) reads the ledger on the
+	// issuer's and the redeemer's own credentials.
+	for name, p := range map[string]*worker.Process{"issuer": ip, "redeemer": rp} {
+		tl, err := history.Client(ctx, p.JS, "acme", "client-1")
+		if err != nil {
+			t.Errorf("%s cannot read the ledger for the support view: %v", name, err)
+		} else if st := tl.Statuses(time.Now()); len(st) != 1 || st[0].LinkID != linkID {
+			t.Errorf("%s's support view: %+v, want link %s", name, st, linkID)
+		}
+		if _, err := history.Link(ctx, p.JS, linkID); err != nil {
+			t.Errorf("%s cannot read link %s for the support view: %v", name, linkID, err)
 		}
 	}
 	// SES bounces the email: the feedback consumer (mailer credentials)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +35,13 @@ const (
 	// answer and its streams to be set up (workers may start before the
 	// server).
 	StartupTimeout = time.Minute
+	// DefaultShutdownTimeout is LINKPIPE_SHUTDOWN_TIMEOUT's default.
+	DefaultShutdownTimeout = 20 * time.Second
+	// MaxReadinessGrace bounds how long a stopping process keeps serving
+	// its public address after /readyz turned 503, so that load balancers
+	// stop sending before it closes (a quarter of the shutdown timeout
+	// when that is shorter).
+	MaxReadinessGrace = 5 * time.Second
 	// FlushTimeout bounds the flush of the NATS connection on exit, which
 	// lets the acks and publishes of the last messages reach the server.
 	FlushTimeout = 5 * time.Second
@@ -117,6 +126,9 @@ type Settings struct {
 	Clock clock.Clock
 	// StartupTimeout defaults to StartupTimeout.
 	StartupTimeout time.Duration
+	// BacklogInterval is how often the backlog metrics are read (default
+	// bus.DefaultBacklogInterval).
+	BacklogInterval time.Duration
 }
 
 // Runner is a worker's consume loop or projector: it runs until ctx ends.
@@ -134,9 +146,21 @@ type Process struct {
 	Practices *practice.Directory
 	// Metrics is the process's Prometheus registry, served at /metrics.
 	Metrics *prometheus.Registry
+	// Backlog exports the backlog of the consumers the process's workers
+	// use (each New* in compose.go watches its own) and the dead-letter
+	// depth on Metrics, read on an interval until Close.
+	Backlog *bus.ConsumerMetrics
 
 	base  *slog.Logger
 	clock clock.Clock
+
+	// shutdownTimeout is LINKPIPE_SHUTDOWN_TIMEOUT; stopping is set when
+	// Run's ctx ends (SIGTERM), at stopAt; public are the servers Run
+	// drains (ServeServer).
+	shutdownTimeout time.Duration
+	stopping        atomic.Bool
+	stopAt          atomic.Int64
+	public          []*admin.Server
 
 	mu      sync.Mutex
 	closers []func()
@@ -166,9 +190,15 @@ func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 	if err != nil {
 		return nil, BadConfig(fmt.Errorf("%s: %s: %w", s.Name, config.Replicas.Env, err))
 	}
+	shutdown := DefaultShutdownTimeout
+	if v := s.Values.Get(config.ShutdownTimeout); v != "" {
+		if shutdown, err = time.ParseDuration(v); err != nil || shutdown <= 0 {
+			return nil, BadConfig(fmt.Errorf("%s: %s: %q is not a positive duration", s.Name, config.ShutdownTimeout.Env, v))
+		}
+	}
 	p := &Process{
 		Name: s.Name, Values: s.Values, Log: base.With(KeyWorker, s.Name),
-		Metrics: admin.NewRegistry(), base: base, clock: s.Clock,
+		Metrics: admin.NewRegistry(), base: base, clock: s.Clock, shutdownTimeout: shutdown,
 	}
 	defer func() {
 		if err != nil {
@@ -199,14 +229,25 @@ func Start(ctx context.Context, s Settings) (_ *Process, err error) {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}
 	p.onClose(func() { p.Practices.Close() })
+	p.Backlog, err = bus.NewConsumerMetrics(p.JS, p.Metrics, s.BacklogInterval, p.Log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	bctx, stopBacklog := context.WithCancel(context.WithoutCancel(ctx))
+	backlogDone := make(chan struct{})
+	go func() {
+		defer close(backlogDone)
+		p.Backlog.Run(bctx)
+	}()
+	p.onClose(func() { stopBacklog(); <-backlogDone })
 	return p, nil
 }
 
 // Deps are what the process shares with the workers it hosts, logging as
 // worker.
 func (p *Process) Deps(worker string) Deps {
-	return Deps{JS: p.JS, NC: p.NC, Practices: p.Practices, Metrics: p.Metrics, Clock: p.clock,
-		Log: p.base.With(KeyWorker, worker)}
+	return Deps{JS: p.JS, NC: p.NC, Practices: p.Practices, Metrics: p.Metrics, Backlog: p.Backlog, Clock: p.clock,
+		Ready: p.NotStopping, Log: p.base.With(KeyWorker, worker)}
 }
 
 // OpenStore opens the bbolt file <LINKPIPE_DATA_DIR>/<name>.db with its
@@ -221,11 +262,25 @@ func (p *Process) OpenStore(name string, buckets ...string) (*bolt.DB, error) {
 }
 
 // AdminMux is a mux serving the process's /healthz, /readyz (connected to
-// NATS) and /metrics.
-func (p *Process) AdminMux() *http.ServeMux {
+// NATS and not stopping, and every one of checks passes: a worker's own
+// readiness, such as the mailer's while the mail provider refuses every send)
+// and /metrics.
+func (p *Process) AdminMux(checks ...admin.Ready) *http.ServeMux {
 	mux := http.NewServeMux()
-	admin.Register(mux, p.Metrics, admin.NATSReady(p.NC))
+	admin.Register(mux, p.Metrics, append([]admin.Ready{admin.NATSReady(p.NC), p.NotStopping}, checks...)...)
 	return mux
+}
+
+// ErrStopping is NotStopping's answer once the process began to stop.
+var ErrStopping = errors.New("stopping: draining the work in flight")
+
+// NotStopping is a readiness check (admin.Ready): ErrStopping from the
+// moment Run's ctx ended (SIGTERM) on.
+func (p *Process) NotStopping(context.Context) error {
+	if p.stopping.Load() {
+		return ErrStopping
+	}
+	return nil
 }
 
 // Serve serves h on the address of the setting addr (LINKPIPE_ADMIN_ADDR,
@@ -249,6 +304,9 @@ func (p *Process) ServeServer(addr config.Var, hs *http.Server) (*admin.Server, 
 	}
 	srv := admin.ServeServer(ln, hs)
 	p.onClose(func() { srv.Close() })
+	p.mu.Lock()
+	p.public = append(p.public, srv)
+	p.mu.Unlock()
 	return srv, nil
 }
 
@@ -275,14 +333,53 @@ func (p *Process) ReadyAt(stdout io.Writer, addrs []Addr, attrs ...any) {
 }
 
 // Run runs the worker until ctx ends and returns its error, prefixed with
-// the process's name.
+// the process's name. When ctx ends (SIGTERM) the process drains: /readyz
+// answers 503 at once (NotStopping), the worker's consume loop stops
+// pulling and its work in flight gets LINKPIPE_SHUTDOWN_TIMEOUT to finish
+// (bus.WithShutdownTimeout; what is left is handed back), and the servers
+// of ServeServer keep serving for a readiness grace (MaxReadinessGrace, or
+// a quarter of the timeout) so load balancers take the process out, then
+// finish their requests within what is left of the timeout.
 func (p *Process) Run(ctx context.Context, run Runner) error {
-	err := run(ctx)
+	stop := context.AfterFunc(ctx, func() {
+		p.stopAt.Store(time.Now().UnixNano())
+		p.stopping.Store(true)
+		p.Log.Info(p.Name+" stopping: not ready, draining", keyTimeout, p.shutdownTimeout.String())
+	})
+	defer stop()
+	err := run(bus.WithShutdownTimeout(ctx, p.shutdownTimeout))
+	if p.stopping.Load() {
+		p.drainServers()
+	}
 	p.Log.Info(p.Name+" stopping", KeyErr, err)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}
 	return nil
+}
+
+// keyTimeout logs the shutdown timeout.
+const keyTimeout = "timeout"
+
+// drainServers shuts the public servers down after the readiness grace,
+// letting their requests finish by the shutdown deadline.
+func (p *Process) drainServers() {
+	p.mu.Lock()
+	servers := p.public
+	p.mu.Unlock()
+	if len(servers) == 0 {
+		return
+	}
+	at := time.Unix(0, p.stopAt.Load())
+	deadline := at.Add(p.shutdownTimeout)
+	time.Sleep(time.Until(at.Add(min(MaxReadinessGrace, p.shutdownTimeout/4))))
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			p.Log.Warn(p.Name+" requests cut at the shutdown timeout", KeyErr, err)
+		}
+	}
 }
 
 // Close releases what the process opened, newest first: servers, stores,

@@ -18,6 +18,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/store"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -173,13 +174,16 @@ func TestCloseFlushesTheConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != n {
-		t.Errorf("ACTIONS holds %d messages after Close, want the %d published just before", info.State.Msgs, n)
-	}
+	// Flushed means the server has them; JetStream stores them a moment
+	// later. Unflushed ones would never arrive.
+	var stored uint64
+	eventually.True(t, 10*time.Second, func() bool {
+		info, err := s.Info(ctx)
+		if err == nil {
+			stored = info.State.Msgs
+		}
+		return stored == n
+	}, fmt.Sprintf("ACTIONS to hold the %d messages published just before Close", n))
 	if _, err := s.GetLastMsgForSubject(ctx, fmt.Sprintf("%s.flush-%d", events.SubjectSigninRequested, n-1)); err != nil {
 		t.Errorf("the last message published before Close: %v", err)
 	}

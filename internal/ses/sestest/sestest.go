@@ -19,13 +19,14 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+
+	"github.com/linkpipe/linkpipe/internal/npmdeps"
 )
 
 // Region is the region every test endpoint claims.
@@ -60,58 +61,19 @@ type Local struct {
 	URL string
 }
 
-// FindCLI walks up from the working directory to testdeps/ and returns the
+// FindCLI finds testdeps/ above the working directory and returns the
 // emulator's cli.js. When testdeps/node_modules is missing (a fresh clone),
-// it runs `npm ci` there first, under a file lock so that test binaries of
-// several packages running at once install it only once.
+// it runs `npm ci` there first (npmdeps.Install: once across test binaries).
 func FindCLI() (string, error) {
-	dir, err := os.Getwd()
+	deps, err := npmdeps.Find("testdeps")
 	if err != nil {
 		return "", err
 	}
-	for {
-		deps := filepath.Join(dir, "testdeps")
-		if _, err := os.Stat(filepath.Join(deps, "package.json")); err == nil {
-			cli := filepath.Join(deps, "node_modules", "aws-ses-v2-local", "dist", "cli.js")
-			if err := installOnce(deps, cli); err != nil {
-				return "", err
-			}
-			return cli, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("testdeps/package.json not found above the working directory")
-		}
-		dir = parent
+	cli := filepath.Join(deps, "node_modules", "aws-ses-v2-local", "dist", "cli.js")
+	if err := npmdeps.Install(deps, cli); err != nil {
+		return "", err
 	}
-}
-
-func installOnce(deps, cli string) error {
-	if _, err := os.Stat(cli); err == nil {
-		return nil
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		return fmt.Errorf("%s is not installed and npm is not on PATH to install it", cli)
-	}
-	lock, err := os.OpenFile(filepath.Join(deps, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(cli); err == nil {
-		return nil // another test binary installed it while we waited
-	}
-	cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = deps
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("npm ci in %s: %v\n%s", deps, err, out)
-	}
-	return nil
+	return cli, nil
 }
 
 var listening = regexp.MustCompile(`server running at https?://[^:]+:(\d+)`)
@@ -249,21 +211,69 @@ func (l *Local) Fetch(ctx context.Context) ([]Email, error) {
 	return store.Emails, nil
 }
 
-// Fault is one scripted answer of Fake. Status 0 means "accept".
-type Fault struct {
-	Status int
-	// Code goes to X-Amzn-ErrorType (e.g. TooManyRequestsException,
-	// MessageRejected); empty sends none.
-	Code    string
-	Message string
+// Shape is where a Fault's error code travels. The SDK reads all three
+// (smithy-go's restjson1: the X-Amzn-ErrorType header first, then the
+// body's "__type", then its "code") and strips a "namespace#" prefix and a
+// ":uri" suffix, as real SES answers carry them.
+type Shape uint8
+
+// Shapes of an SES v2 error answer.
+const (
+	// InHeader: X-Amzn-ErrorType: <Code>:http://internal.amazon.com/coral/com.amazonaws.sesv2/
+	// with {"message": ...} as the body (what SES v2 itself sends).
+	InHeader Shape = iota
+	// InType: {"__type": "com.amazonaws.sesv2#<Code>", "message": ...}.
+	InType
+	// InCode: {"code": "<Code>", "message": ...}.
+	InCode
+)
+
+// Shapes lists every Shape, for tests that try each.
+var Shapes = []Shape{InHeader, InType, InCode}
+
+func (s Shape) String() string {
+	switch s {
+	case InHeader:
+		return "header"
+	case InType:
+		return "__type"
+	case InCode:
+		return "code"
+	}
+	return "unknown"
 }
 
-// Common faults.
+// Fault is one scripted answer of Fake. Status 0 (and no Delay) means
+// "accept".
+type Fault struct {
+	Status int
+	// Code is the SES error code (e.g. TooManyRequestsException,
+	// MessageRejected), sent as Shape says; empty sends none.
+	Code    string
+	Message string
+	Shape   Shape
+	// Delay holds the answer back that long, or until the client gives up
+	// (a timeout); with Status 0 the email is then accepted.
+	Delay time.Duration
+}
+
+// In returns f with its code sent in shape s.
+func (f Fault) In(s Shape) Fault { f.Shape = s; return f }
+
+// Common faults, with the status and code real SES v2 answers.
 var (
 	Throttled = Fault{Status: http.StatusTooManyRequests, Code: "TooManyRequestsException", Message: "Maximum sending rate exceeded."}
 	Internal  = Fault{Status: http.StatusInternalServerError, Code: "InternalServiceErrorException", Message: "internal failure"}
 	Bare500   = Fault{Status: http.StatusInternalServerError}
 	Rejected  = Fault{Status: http.StatusBadRequest, Code: "MessageRejected", Message: "Email address is on the suppression list."}
+	// BadAddress is SES's answer to an address it cannot parse.
+	BadAddress = Fault{Status: http.StatusBadRequest, Code: "BadRequestException", Message: "Illegal address"}
+	// The account-wide refusals an operator fixes.
+	SendingPaused  = Fault{Status: http.StatusBadRequest, Code: "SendingPausedException", Message: "Sending is paused for this account."}
+	Suspended      = Fault{Status: http.StatusBadRequest, Code: "AccountSuspendedException", Message: "Your account has been suspended."}
+	DomainUnproved = Fault{Status: http.StatusBadRequest, Code: "MailFromDomainNotVerifiedException", Message: "The MAIL FROM domain is not verified."}
+	NoConfigSet    = Fault{Status: http.StatusNotFound, Code: "NotFoundException", Message: "Configuration set <linkpipe> does not exist."}
+	Forbidden      = Fault{Status: http.StatusForbidden, Code: "AccessDeniedException", Message: "User is not authorized to perform ses:SendEmail."}
 )
 
 // Received is one email Fake accepted.
@@ -285,6 +295,7 @@ type Fake struct {
 	mu       sync.Mutex
 	script   []Fault
 	byTo     map[string]Fault
+	always   *Fault
 	attempts int
 	accepted []Received
 }
@@ -304,6 +315,19 @@ func NewFake(t testing.TB, faults ...Fault) *Fake {
 func (f *Fake) FailTo(address string, fault Fault) {
 	f.mu.Lock()
 	f.byTo[address] = fault
+	f.mu.Unlock()
+}
+
+// Always makes every request that neither FailTo nor the script answers
+// get fault (an account SES refuses wholesale); Always(Fault{}) accepts
+// again.
+func (f *Fake) Always(fault Fault) {
+	f.mu.Lock()
+	if fault == (Fault{}) {
+		f.always = nil
+	} else {
+		f.always = &fault
+	}
 	f.mu.Unlock()
 }
 
@@ -367,20 +391,31 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.attempts++
-	var fault Fault
+	fault, found := Fault{}, false
 	for _, to := range in.Destination.ToAddresses {
 		if ft, ok := f.byTo[to]; ok {
-			fault = ft
+			fault, found = ft, true
 		}
 	}
-	if fault.Status == 0 && len(f.script) > 0 {
-		fault, f.script = f.script[0], f.script[1:]
+	if !found && len(f.script) > 0 {
+		fault, f.script, found = f.script[0], f.script[1:], true
+	}
+	if !found && f.always != nil {
+		fault = *f.always
+	}
+	f.mu.Unlock()
+	if fault.Delay > 0 {
+		select {
+		case <-time.After(fault.Delay):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if fault.Status != 0 {
-		f.mu.Unlock()
 		writeFault(w, fault)
 		return
 	}
+	f.mu.Lock()
 	s := in.Content.Simple
 	rec := Received{
 		MessageID: "fake-" + strconv.Itoa(len(f.accepted)+1),
@@ -403,11 +438,19 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeFault(w http.ResponseWriter, f Fault) {
+	body := map[string]string{"message": f.Message}
 	if f.Code != "" {
-		w.Header().Set("X-Amzn-ErrorType", f.Code)
+		switch f.Shape {
+		case InHeader:
+			w.Header().Set("X-Amzn-ErrorType", f.Code+":http://internal.amazon.com/coral/com.amazonaws.sesv2/")
+		case InType:
+			body["__type"] = "com.amazonaws.sesv2#" + f.Code
+		case InCode:
+			body["code"] = f.Code
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(f.Status)
-	msg, _ := json.Marshal(map[string]string{"message": f.Message})
+	msg, _ := json.Marshal(body)
 	w.Write(msg)
 }
