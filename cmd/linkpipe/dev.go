@@ -21,7 +21,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	publicURL.Usage = "base URL of the pages (default http://<http-addr>)"
 	natsPort := config.Var{Env: "LINKPIPE_DEV_NATS_PORT", Default: "4222",
 		Usage: "client port of the embedded NATS server (-1: any free port)"}
-	vals, err := worker.Parse("linkpipe dev", args, getenv, stdout, config.DataDir, httpAddr, publicURL, natsPort)
+	vals, err := worker.Parse("linkpipe dev", args, getenv, stdout, config.DataDir, httpAddr, publicURL, natsPort, config.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -29,7 +29,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if _, err := fmt.Sscan(vals.Get(natsPort), &port); err != nil {
 		return worker.BadConfig(fmt.Errorf("linkpipe dev: %s is invalid: %w", natsPort.Env, err))
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level, err := config.ParseLogLevel(vals.Get(config.LogLevel))
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("linkpipe dev: %s: %w", config.LogLevel.Env, err))
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	st, err := devstack.Start(ctx, devstack.Config{
 		DataDir:   filepath.Join(vals.Get(config.DataDir), "dev"),
 		HTTPAddr:  vals.Get(httpAddr),

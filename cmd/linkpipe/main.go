@@ -5,7 +5,7 @@
 //	linkpipe publish signin ...       publish an action to any NATS server
 //	linkpipe explain ...              why a client's link did or did not work
 //	linkpipe deadletter list|replay   show and re-drive dead letters
-//	linkpipe load ...                 measure throughput and click latency
+//	linkpipe load ...                 measure emails/s, latencies and CPU per link
 //	linkpipe probe URL                container healthcheck: exit 0 on a 2xx answer
 package main
 
@@ -32,7 +32,8 @@ commands:
   explain   print the history of a client's or a link's links, for support
   deadletter  list dead letters, or replay them to their original subject:
             linkpipe deadletter list; linkpipe deadletter replay <seq|id>... | --all
-  load      measure issuer throughput, redemptions/s and click latency on an embedded stack
+  load      measure emails/s end to end, action→sent and redemption latency, CPU per link:
+            embedded stack, or -shape processes (nats-server, issuer, mailer, redeemer)
   probe     GET a URL (a worker's /readyz), exit 0 on 2xx: the images' healthcheck
 
 Run "linkpipe <command> -h" for a command's flags.

@@ -3,8 +3,9 @@
 // (LINKPIPE_MAIL_DRIVER=ses) or into a local inbox (sink), served at /inbox
 // on its own address, LINKPIPE_INBOX_ADDR (default 127.0.0.1:8025), to
 // requests whose Host is a loopback name or the configured host only. Run
-// any number of replicas against one NATS cluster. `mailer -h` lists every
-// setting.
+// any number of replicas against one NATS cluster: with SES they share the
+// account's sending rate (package pace; LINKPIPE_SES_MAX_RATE overrides
+// GetAccount's MaxSendRate). `mailer -h` lists every setting.
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/feedback"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/pace"
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -64,13 +66,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return worker.BadConfig(fmt.Errorf("%s: %s: %w", prog, config.LinkKey.Env, err))
 	}
+	maxRate, concurrency, err := paceSettings(vals)
+	if err != nil {
+		return worker.BadConfig(fmt.Errorf("%s: %w", prog, err))
+	}
 	var sender mailer.Sender
+	var sesSender *ses.Sender
 	if driver != "sink" {
-		s, err := ses.New(ctx, sesOptions(vals, getenv)...)
+		// A connection kept for every email that can be in flight.
+		conns := concurrency
+		if conns == 0 {
+			conns = pace.MaxConcurrency
+		}
+		s, err := ses.New(ctx, append([]func(*sesv2.Options){ses.IdleConns(conns)}, sesOptions(vals, getenv)...)...)
 		if err != nil {
 			return worker.BadConfig(fmt.Errorf("%s: SES (%s, %s, ...): %w", prog, config.AWSRegion.Env, config.AWSEndpoint.Env, err))
 		}
-		sender = s.WithConfigurationSet(vals.Get(config.SESConfigurationSet))
+		s.WithConfigurationSet(vals.Get(config.SESConfigurationSet))
+		sender, sesSender = s, s
 	}
 
 	p, err := worker.Start(ctx, worker.Settings{Name: prog, Values: vals, LogOutput: os.Stderr})
@@ -93,9 +106,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		inbox = http.NewServeMux()
 		worker.MountInbox(inbox, sink)
 	}
-	m, err := worker.NewMailer(p.Deps(prog), worker.MailerSettings{
-		Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL), MaxAttempts: maxAttempts,
-	})
+	settings := worker.MailerSettings{Keys: keys, Sender: sender, From: from, PublicURL: vals.Get(config.PublicURL),
+		MaxAttempts: maxAttempts, Concurrency: concurrency}
+	if sesSender != nil {
+		// All replicas together within the account's rate; in flight,
+		// enough for that rate unless configured.
+		lim, err := worker.NewPacer(ctx, p.Deps(prog), maxRate, sesSender)
+		if err != nil {
+			return fmt.Errorf("%s: %w", prog, err)
+		}
+		defer lim.Close()
+		settings.Pacer = lim
+		if settings.Concurrency == 0 {
+			settings.Concurrency = pace.Concurrency(lim.Rate())
+		}
+	}
+	m, err := worker.NewMailer(p.Deps(prog), settings)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
@@ -152,6 +178,25 @@ func withFeedback(ctx context.Context, p *worker.Process, vals config.Values, ma
 		return nil, fmt.Errorf("%s: %w", prog, err)
 	}
 	return worker.Together(mailer, fc.Run), nil
+}
+
+// paceSettings are LINKPIPE_SES_MAX_RATE (0: unset) and
+// LINKPIPE_MAIL_CONCURRENCY (0: unset), checked by config.
+func paceSettings(vals config.Values) (float64, int, error) {
+	var maxRate float64
+	var concurrency int
+	var err error
+	if v := vals.Get(config.SESMaxRate); v != "" {
+		if maxRate, err = strconv.ParseFloat(v, 64); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", config.SESMaxRate.Env, err)
+		}
+	}
+	if v := vals.Get(config.MailConcurrency); v != "" {
+		if concurrency, err = strconv.Atoi(v); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", config.MailConcurrency.Env, err)
+		}
+	}
+	return maxRate, concurrency, nil
 }
 
 // sesOptions hands the AWS settings resolved from flags or the environment

@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -85,6 +87,13 @@ var (
 			}
 			return nil
 		}}
+	// SESMaxRate overrides the account's MaxSendRate (package pace).
+	SESMaxRate = Var{Env: "LINKPIPE_SES_MAX_RATE",
+		Usage: "emails/s all mailer replicas together send through SES; unset: the account's MaxSendRate (SES GetAccount, re-read every 5 min)",
+		Check: checkPositiveFloat}
+	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
+		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8)",
+		Check: checkPositiveInt}
 	// MailMaxAttempts is the mailer's attempt budget per email.
 	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",
 		Usage: "attempts to send one email before it fails permanently (links.<id>.failed permanent, deadletter.mail)",
@@ -199,6 +208,14 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
+func checkPositiveFloat(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return fmt.Errorf("%q is not a positive number", s)
+	}
+	return nil
+}
+
 func checkPositiveInt(s string) error {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {
@@ -284,6 +301,29 @@ var Replicas = Var{Env: "LINKPIPE_REPLICAS", Default: "1",
 		return nil
 	}}
 
+// LogLevel (DESIGN.md, second wave, Operations) is the lowest level a
+// worker logs. Per-link lines (issued, sent, redeemed...) are at debug, so
+// a busy pipeline at info does not write a line per email.
+var LogLevel = Var{Env: "LINKPIPE_LOG_LEVEL", Default: "info",
+	Usage: "lowest level logged: debug, info, warn or error (per-link lines are at debug)",
+	Check: func(s string) error { _, err := ParseLogLevel(s); return err }}
+
+// ParseLogLevel parses a value of LINKPIPE_LOG_LEVEL: debug, info, warn or
+// error (any case); empty is info.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
 // ShutdownTimeout bounds a worker's drain on SIGTERM: /readyz answers 503
 // at once, the worker stops pulling, what is in flight finishes within it,
 // the rest is handed back, and the process exits 0.
@@ -305,17 +345,17 @@ func NATSVars() []Var {
 
 // IssuerVars are the issuer's settings.
 func IssuerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas, ShutdownTimeout)
+	return append(NATSVars(), DataDir, LinkKey, AdminAddr, Replicas, LogLevel, ShutdownTimeout)
 }
 
 // MailerVars are the mailer's settings.
 func MailerVars() []Var {
-	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, ShutdownTimeout,
-		MailMaxAttempts,
+	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, LogLevel, ShutdownTimeout,
+		MailMaxAttempts, SESMaxRate, MailConcurrency,
 		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey, SESConfigurationSet, SESEventsQueueURL, AWSEndpointSQS)
 }
 
 // RedeemerVars are the redeemer's settings.
 func RedeemerVars() []Var {
-	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas, ShutdownTimeout)
+	return append(NATSVars(), DataDir, PublicURL, HTTPAddr, AdminAddr, PortalURL, TicketKey, TrustedProxies, Replicas, LogLevel, ShutdownTimeout)
 }

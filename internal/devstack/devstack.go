@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -58,9 +59,12 @@ type Config struct {
 	// emulator); nil means the sink and its /inbox page.
 	Sender mailer.Sender
 	// From is the From address (default linkpipe-dev@localhost.localdomain).
-	From  string
-	Clock clock.Clock
-	Log   *slog.Logger
+	From string
+	// TrustedProxies may set X-Forwarded-For for the redeemer's per-IP
+	// limits (linkpipe load sends its clicks as many clients); default none.
+	TrustedProxies []netip.Prefix
+	Clock          clock.Clock
+	Log            *slog.Logger
 }
 
 // Stack is a running dev stack.
@@ -203,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	rd, signer, err := worker.NewRedeemer(st.proc.Deps("redeemer"), worker.RedeemerSettings{
-		Seeds: [][]byte{seed}, PublicURL: base, PortalURL: base + "/portal",
+		Seeds: [][]byte{seed}, PublicURL: base, PortalURL: base + "/portal", TrustedProxies: cfg.TrustedProxies,
 	})
 	if err != nil {
 		return st, err

@@ -239,7 +239,7 @@ func (i *Issuer) appointmentScheduled(ctx context.Context, d *delivery) (result,
 			return result{}, err
 		}
 	}
-	log.Info("appointment scheduled", keyOutcome, s.outcome, keyLinkID, st.LinkID, keySupersedes, st.Supersedes)
+	log.Debug("appointment scheduled", keyOutcome, s.outcome, keyLinkID, st.LinkID, keySupersedes, st.Supersedes)
 	res := result{outcome: s.outcome}
 	if ours {
 		res.linkID = linkID
@@ -343,7 +343,7 @@ func (i *Issuer) changeAppointment(ctx context.Context, d *delivery, apptID stri
 			return result{}, err
 		}
 	}
-	log.Info("appointment "+c.verb, keyOutcome, s.outcome)
+	log.Debug("appointment "+c.verb, keyOutcome, s.outcome)
 	return result{outcome: s.outcome, linkID: cur.State.LinkID}, nil
 }
 
@@ -484,14 +484,14 @@ func (i *Issuer) appointmentReminder(ctx context.Context, d *delivery) (result, 
 		why = "the appointment is over"
 	}
 	if why != "" {
-		log.Info("reminder not sent: "+why, keyOutcome, outcome)
+		log.Debug("reminder not sent: "+why, keyOutcome, outcome)
 		return result{outcome: outcome, linkID: st.LinkID}, nil
 	}
 	mailID := mail.EventMailID(p, a.EventID, mail.KindAppointmentReminder)
 	if err := i.queueApptMail(ctx, d, &cur, mail.KindAppointmentReminder, mailID, "", now); err != nil {
 		return result{}, err
 	}
-	log.Info("reminder queued", keyMailID, mailID)
+	log.Debug("reminder queued", keyMailID, mailID)
 	return result{outcome: outcomeReminded, linkID: st.LinkID}, nil
 }
 

@@ -148,7 +148,7 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 			return result{}, fmt.Errorf("issuer: %w", err)
 		}
 		if rekeyed {
-			log.Info("action already issued its link under a previous key", keyOutcome, outcomeDuplicate)
+			log.Debug("action already issued its link under a previous key", keyOutcome, outcomeDuplicate)
 			return result{outcome: outcomeDuplicate}, nil
 		}
 		if wrote {
@@ -171,11 +171,11 @@ func (i *Issuer) issue(ctx context.Context, d *delivery, sp linkSpec) (result, e
 	}
 	switch outcome {
 	case outcomeIssued:
-		log.Info("link issued", keySupersedes, w.supersedes, keyMailed, current)
+		log.Debug("link issued", keySupersedes, w.supersedes, keyMailed, current)
 	case outcomeSuperseded:
-		log.Info("link born superseded: a newer action owns the scope; not mailed")
+		log.Debug("link born superseded: a newer action owns the scope; not mailed")
 	default:
-		log.Info("link already issued; missing steps completed", keyMailed, current)
+		log.Debug("link already issued; missing steps completed", keyMailed, current)
 	}
 	return result{outcome: outcome, linkID: linkID}, nil
 }

@@ -73,7 +73,7 @@ func (i *Issuer) renewalRequested(ctx context.Context, d *delivery) (result, err
 		if err != nil || why == "" {
 			return res, err
 		}
-		log.Info("telehealth renewal falls back to a sign-in link: "+why, keyOutcome, outcomeRenewed)
+		log.Debug("telehealth renewal falls back to a sign-in link: "+why, keyOutcome, outcomeRenewed)
 	}
 	if events.CheckReturnTo("return_to", returnTo) != nil {
 		returnTo = ""
@@ -114,6 +114,6 @@ func (i *Issuer) resendAppointment(ctx context.Context, d *delivery, iss *events
 	if err := i.queueApptMail(ctx, d, &cur, mail.KindAppointmentReminder, mailID, "", now); err != nil {
 		return result{}, "", err
 	}
-	d.log.Info("appointment's current link re-mailed", keyLinkID, st.LinkID, keyMailID, mailID)
+	d.log.Debug("appointment's current link re-mailed", keyLinkID, st.LinkID, keyMailID, mailID)
 	return result{outcome: outcomeResent, linkID: st.LinkID}, "", nil
 }

@@ -48,7 +48,7 @@ func (i *Issuer) linksRevoked(ctx context.Context, d *delivery) (result, error) 
 		}
 		if did {
 			revoked++
-			log.Info("link revoked", keyScope, subj)
+			log.Debug("link revoked", keyScope, subj)
 		}
 	}
 	i.m.revoked.Add(float64(revoked))

@@ -45,6 +45,13 @@
 // by id only. The
 // consume loop (concurrency, keep-alive, retries, dead letters, shutdown) is
 // bus.Loop's.
+//
+// # Pacing
+//
+// With a Pacer (package pace) every call to the Sender waits its turn, so
+// that all replicas together stay within the provider's sending rate; a
+// throttling answer tells the Pacer to slow down. An email still waiting
+// for its turn when Run's ctx ends is not sent but handed back.
 package mailer
 
 import (
@@ -80,6 +87,14 @@ type Sender interface {
 	Send(ctx context.Context, m *mail.Message) (string, error)
 }
 
+// Pacer paces the calls to the Sender so that every replica together
+// stays within the provider's sending rate (package pace): Wait before
+// each call, Throttled after each throttling answer.
+type Pacer interface {
+	Wait(ctx context.Context) error
+	Throttled()
+}
+
 // Config configures a Mailer. JS, Keys, Practices, Sender, From and
 // PublicURL are required.
 type Config struct {
@@ -97,6 +112,8 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Concurrency is the number of emails in flight at once (default 8).
 	Concurrency int
+	// Pacer paces the sends (nil: unpaced).
+	Pacer Pacer
 	// RetryMin and RetryMax bound the delay before a transient failure is
 	// retried: RetryMin doubles with each delivery up to RetryMax (default
 	// 1s and 5m), with ±20% jitter.
@@ -119,6 +136,10 @@ type Mailer struct {
 	log        *slog.Logger
 	metrics    metrics
 	loop       *bus.Loop
+	// waits ends when Run's ctx does: an email waiting for the Pacer is
+	// handed back then rather than sent.
+	waits     context.Context
+	stopWaits context.CancelFunc
 	// refusals counts the sends refused in a row with mail.ErrRefused
 	// (the provider refuses every send until an operator acts), since the
 	// provider last answered about an email itself; lastRefusal is the
@@ -344,6 +365,7 @@ func New(cfg Config) (*Mailer, error) {
 		log:        cfg.Log,
 		metrics:    met,
 	}
+	m.waits, m.stopWaits = context.WithCancel(context.Background())
 	m.suppressions, m.messages = suppress.NewList(cfg.JS), sentmail.NewBook(cfg.JS)
 	// In-flight emails finish even when Run's ctx ends (the loop's
 	// handler context is never cancelled): a send cut in the middle is
@@ -373,6 +395,9 @@ func New(cfg Config) (*Mailer, error) {
 // returns nil. Streams and the consumer must exist (bus.Setup); a consumer
 // that fails is re-opened.
 func (m *Mailer) Run(ctx context.Context) error {
+	// Emails still waiting for their turn go back to the queue.
+	stop := context.AfterFunc(ctx, m.stopWaits)
+	defer stop()
 	return m.loop.Run(ctx)
 }
 
@@ -448,7 +473,7 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 	var done Done
 	if _, err := m.mailR.LastJSON(ctx, bus.MailDonePrefix+cmd.MailID, &done); err == nil {
 		m.metrics.duplicates.Inc()
-		log.Info("mail already done; not sending again", keyStatus, done.Status)
+		log.Debug("mail already done; not sending again", keyStatus, done.Status)
 		if err := m.ensureEvent(ctx, &done); err != nil {
 			return outcome{retry: true, err: err}
 		}
@@ -518,7 +543,12 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 	email.From = fromAddress(p.Name, m.cfg.From)
 	tag(email, cmd)
 
-	// 4. Send.
+	// 4. Send, at the pace the provider allows.
+	if m.cfg.Pacer != nil {
+		if err := m.cfg.Pacer.Wait(m.waits); err != nil {
+			return outcome{retry: true, err: err} // stopping: not sent, back to the queue
+		}
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
 	start := time.Now()
 	messageID, err := m.cfg.Sender.Send(sendCtx, email)
@@ -536,10 +566,14 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 			return m.giveUp(ctx, msg, cmd, fmt.Sprintf("not sent after %d attempts: %v", attempt, err), log)
 		}
 		m.metrics.failed.WithLabelValues("false").Inc()
+		throttled := errors.Is(err, mail.ErrThrottled)
+		if throttled && m.cfg.Pacer != nil {
+			m.cfg.Pacer.Throttled()
+		}
 		// The first failure tells practice systems the email is delayed,
 		// unless it is throttling: that only means "slower", and the
 		// mailer's own pacing is what should prevent it.
-		if attempt == 1 && !errors.Is(err, mail.ErrThrottled) {
+		if attempt == 1 && !throttled {
 			ev := m.event(cmd, events.TypeFailed, now)
 			ev.EventID = "failed-" + cmd.MailID + "-retrying"
 			ev.Reason = truncate("will retry: "+err.Error(), events.MaxReasonLen)
@@ -561,7 +595,7 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 		return outcome{retry: true, err: err}
 	}
 	m.recordMessage(ctx, &done, cmd.To.Email, log)
-	log.Info("mail sent", keyMessageID, messageID, keyAttempt, attempt)
+	log.Debug("mail sent", keyMessageID, messageID, keyAttempt, attempt)
 	return outcome{}
 }
 

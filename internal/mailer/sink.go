@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -27,6 +29,11 @@ const SinkBucket = "sink"
 type Sink struct {
 	db    *bolt.DB
 	clock clock.Clock
+
+	// The group commit of Send (store).
+	mu         sync.Mutex
+	pending    []*storeReq
+	committing bool
 }
 
 // SinkMessage is one stored email; its JSON form is what GET <prefix>.json
@@ -86,26 +93,82 @@ func (s *Sink) Send(ctx context.Context, m *mail.Message) (string, error) {
 		Text: msg.Text, HTML: msg.HTML, Headers: msg.Headers, MailID: msg.Headers[mail.HeaderMailID],
 		Links: urlPattern.FindAllString(msg.Text, -1),
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(SinkBucket))
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		r := rec
-		r.ID = strconv.FormatUint(seq, 10)
-		r.MessageID = "sink-" + r.ID
-		data, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		rec = r
-		return b.Put(binary.BigEndian.AppendUint64(nil, seq), data)
-	})
-	if err != nil {
-		return "", fmt.Errorf("mailer: sink: %w: %w", mail.ErrTransient, err)
+	r := &storeReq{rec: rec, done: make(chan struct{}), lead: make(chan struct{})}
+	s.store(r)
+	if r.err != nil {
+		return "", fmt.Errorf("mailer: sink: %w: %w", mail.ErrTransient, r.err)
 	}
-	return rec.MessageID, nil
+	return r.rec.MessageID, nil
+}
+
+// storeReq is one email waiting to be stored; store fills rec's ID and
+// MessageID, or err, then closes done.
+type storeReq struct {
+	rec  SinkMessage
+	err  error
+	done chan struct{}
+	// lead is closed when this request's sender is to commit the
+	// pending requests (its own among them).
+	lead chan struct{}
+}
+
+// store commits r with every other email waiting at that moment in one
+// bbolt transaction (one fsync): a group commit. A sender that finds no
+// commit under way commits at once, alone; those that arrive meanwhile
+// wait, and the first of them commits them all when the running commit
+// ends. Unlike bolt's Batch there is no timer: one email alone is stored
+// without delay, and under load a transaction holds what queued during
+// the previous one.
+func (s *Sink) store(r *storeReq) {
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	if s.committing {
+		s.mu.Unlock()
+		select {
+		case <-r.done:
+			return
+		case <-r.lead:
+		}
+		s.mu.Lock()
+	}
+	s.committing = true
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(SinkBucket))
+		for _, q := range batch {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			q.rec.ID = strconv.FormatUint(seq, 10)
+			q.rec.MessageID = "sink-" + q.rec.ID
+			data, err := json.Marshal(q.rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, q := range batch {
+		q.err = err
+		if q != r {
+			close(q.done)
+		}
+	}
+
+	s.mu.Lock()
+	if len(s.pending) > 0 {
+		close(s.pending[0].lead)
+	} else {
+		s.committing = false
+	}
+	s.mu.Unlock()
 }
 
 // Messages returns the stored messages, newest first; limit <= 0 means all.
@@ -159,8 +222,9 @@ func (s *Sink) Message(id string) (SinkMessage, bool, error) {
 //
 //	GET <prefix>        the inbox, newest first: to, subject, time, link
 //	GET <prefix>/<id>   one email: headers, links, HTML (sandboxed), text
-//	GET <prefix>.json   every email as JSON ([]SinkMessage, newest first);
-//	                    ?to=<address> filters by recipient
+//	GET <prefix>.json   one page of emails as JSON ([]SinkMessage, newest
+//	                    first): ?limit=&before=<id>&to=<address>&bodies=false,
+//	                    the next page in the Link header (serveJSON)
 func (s *Sink) Handler(prefix string) http.Handler {
 	prefix = "/" + strings.Trim(prefix, "/")
 	if prefix == "/" {
@@ -186,24 +250,128 @@ func (s *Sink) Handler(prefix string) http.Handler {
 	})
 }
 
+// The pages of GET <prefix>.json.
+const (
+	// DefaultPageSize is how many emails one page lists without ?limit=.
+	DefaultPageSize = 50
+	// MaxPageSize bounds ?limit=; a larger one lists this many.
+	MaxPageSize = 500
+)
+
+// PageQuery selects one page of the inbox, newest first.
+type PageQuery struct {
+	// Limit is the most emails on the page (1..MaxPageSize).
+	Limit int
+	// Before lists only emails whose inbox id is below it; 0 starts with
+	// the newest.
+	Before uint64
+	// To keeps only the emails to this address (case-insensitive); empty
+	// keeps all.
+	To string
+}
+
+// Page returns one page of stored messages, newest first, and the Before
+// of the next page: 0 when this page is the last (a full page followed by
+// no older email is the last too).
+func (s *Sink) Page(q PageQuery) ([]SinkMessage, uint64, error) {
+	if q.Limit <= 0 || q.Limit > MaxPageSize {
+		q.Limit = MaxPageSize
+	}
+	var out []SinkMessage
+	var next uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(SinkBucket)).Cursor()
+		var k, v []byte
+		if q.Before == 0 {
+			k, v = c.Last()
+		} else if k, v = c.Seek(binary.BigEndian.AppendUint64(nil, q.Before)); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil; k, v = c.Prev() {
+			if len(out) == q.Limit {
+				next = binary.BigEndian.Uint64(k) + 1
+				return nil
+			}
+			var m SinkMessage
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("message %x: %w", k, err)
+			}
+			if q.To == "" || strings.EqualFold(m.To, q.To) {
+				out = append(out, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("mailer: sink: %w", err)
+	}
+	return out, next, nil
+}
+
+// serveJSON serves one page of the inbox as a JSON array, newest first:
+// ?limit= (default DefaultPageSize, at most MaxPageSize), ?before=<id>
+// (the emails older than that inbox id), ?to= (one recipient),
+// ?bodies=false (no text and html, for scripts that want the links). The
+// next page, when there is one, is in the Link header (rel="next") and in
+// X-Next-Before.
 func (s *Sink) serveJSON(w http.ResponseWriter, r *http.Request) {
-	msgs, err := s.Messages(0)
+	qs := r.URL.Query()
+	q := PageQuery{Limit: DefaultPageSize, To: qs.Get("to")}
+	if v := qs.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			http.Error(w, "limit must be a positive integer", http.StatusBadRequest)
+			return
+		}
+		q.Limit = min(n, MaxPageSize)
+	}
+	if v := qs.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			http.Error(w, "before must be an inbox id", http.StatusBadRequest)
+			return
+		}
+		q.Before = n
+	}
+	bodies := true
+	if v := qs.Get("bodies"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			http.Error(w, "bodies must be true or false", http.StatusBadRequest)
+			return
+		}
+		bodies = b
+	}
+	msgs, next, err := s.Page(q)
 	if err != nil {
 		http.Error(w, "inbox unreadable", http.StatusInternalServerError)
 		return
 	}
-	to := r.URL.Query().Get("to")
-	out := make([]SinkMessage, 0, len(msgs))
-	for _, m := range msgs {
-		if to == "" || strings.EqualFold(m.To, to) {
-			out = append(out, m)
+	if msgs == nil {
+		msgs = []SinkMessage{}
+	}
+	if !bodies {
+		for i := range msgs {
+			msgs[i].Text, msgs[i].HTML = "", ""
 		}
+	}
+	if next != 0 {
+		nq := url.Values{}
+		for k, v := range qs {
+			nq[k] = v
+		}
+		nq.Set("before", strconv.FormatUint(next, 10))
+		nq.Set("limit", strconv.Itoa(q.Limit))
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+nq.Encode()+`>; rel="next"`)
+		w.Header().Set("X-Next-Before", strconv.FormatUint(next, 10))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	_ = enc.Encode(msgs)
 }
 
 func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) {

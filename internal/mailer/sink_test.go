@@ -3,11 +3,14 @@ package mailer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,5 +217,153 @@ func TestInboxLinkClickableInChromium(t *testing.T) {
 	title, err := chromedp.Run(tctx, chromedp.Title())
 	if location != target || title != "TARGET" {
 		t.Fatalf("the tab is at %q titled %q (%v), want the link %s", location, title, err, target)
+	}
+}
+
+// TestInboxJSONPages (issue #11: "/inbox.json returns every email with
+// full bodies, 75 MB for 16,000 emails"): the JSON lists one page, newest
+// first, ?limit= (default 50, at most 500) and ?before= walk it through the
+// Link header's next page, ?bodies=false leaves the bodies out, ?to= still
+// filters, and a bad parameter is a 400.
+func TestInboxJSONPages(t *testing.T) {
+	s := newSink(t)
+	srv := serveInbox(t, s, "/inbox")
+	const n = 120
+	for i := range n {
+		to := "pat@example.com"
+		if i%3 == 0 {
+			to = "sam@example.com"
+		}
+		send(t, s, &mail.Message{To: to, Subject: "m" + strconv.Itoa(i+1), Text: "see https://links.example/l/" + strconv.Itoa(i+1), HTML: "<p>big body</p>"})
+	}
+	page := func(url string) ([]mailer.SinkMessage, string) {
+		t.Helper()
+		code, hdr, body := get(t, url)
+		if code != 200 {
+			t.Fatalf("GET %s: %d %s", url, code, body)
+		}
+		var list []mailer.SinkMessage
+		if err := json.Unmarshal([]byte(body), &list); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		next := ""
+		if l := hdr.Get("Link"); l != "" {
+			var ok bool
+			if next, ok = strings.CutPrefix(l, "<"); !ok || !strings.HasSuffix(next, `>; rel="next"`) {
+				t.Fatalf("Link %q", l)
+			}
+			next = srv.URL + strings.TrimSuffix(next, `>; rel="next"`)
+		}
+		return list, next
+	}
+
+	list, next := page(srv.URL + "/inbox.json")
+	if len(list) != mailer.DefaultPageSize || list[0].ID != strconv.Itoa(n) || list[0].Text == "" || list[0].HTML == "" || next == "" {
+		t.Fatalf("first page: %d emails, first %q, next %q; want the newest %d with bodies and a next page", len(list), list[0].ID, next, mailer.DefaultPageSize)
+	}
+	// Walking the pages lists every email once, newest first.
+	var ids []string
+	for url := srv.URL + "/inbox.json?limit=7&bodies=false"; url != ""; {
+		list, url = page(url)
+		for _, m := range list {
+			if m.Text != "" || m.HTML != "" || len(m.Links) != 1 {
+				t.Fatalf("bodies=false: %+v", m)
+			}
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) != n || ids[0] != strconv.Itoa(n) || ids[n-1] != "1" {
+		t.Fatalf("walked %d emails (%v), want %d newest first", len(ids), ids, n)
+	}
+	for i := 1; i < len(ids); i++ {
+		a, _ := strconv.Atoi(ids[i-1])
+		b, _ := strconv.Atoi(ids[i])
+		if b != a-1 {
+			t.Fatalf("ids %v not newest first without gaps", ids)
+		}
+	}
+	list, _ = page(srv.URL + "/inbox.json?before=11&limit=3")
+	if len(list) != 3 || list[0].ID != "10" || list[2].ID != "8" {
+		t.Errorf("before=11&limit=3: %v", list)
+	}
+	list, next = page(srv.URL + "/inbox.json?limit=100000")
+	if len(list) != n || next != "" {
+		t.Errorf("limit=100000: %d emails, next %q; want all %d (under the maximum) and no next page", len(list), next, n)
+	}
+	// The filter applies before the page is cut.
+	var sam []string
+	for url := srv.URL + "/inbox.json?to=SAM@example.com&limit=15"; url != ""; {
+		list, url = page(url)
+		for _, m := range list {
+			if m.To != "sam@example.com" {
+				t.Fatalf("to= filter: %+v", m)
+			}
+			sam = append(sam, m.ID)
+		}
+	}
+	if len(sam) != n/3 {
+		t.Errorf("to= filter walked %d emails, want %d", len(sam), n/3)
+	}
+	for _, q := range []string{"limit=0", "limit=x", "before=abc", "before=0", "bodies=maybe"} {
+		if code, _, _ := get(t, srv.URL+"/inbox.json?"+q); code != http.StatusBadRequest {
+			t.Errorf("?%s: %d, want 400", q, code)
+		}
+	}
+}
+
+// TestInboxJSONMaxPage: at most MaxPageSize emails on one page.
+func TestInboxJSONMaxPage(t *testing.T) {
+	s := newSink(t)
+	srv := serveInbox(t, s, "/inbox")
+	for range mailer.MaxPageSize + 1 {
+		send(t, s, &mail.Message{To: "pat@example.com", Subject: "s", Text: "x"})
+	}
+	_, hdr, body := get(t, srv.URL+"/inbox.json?limit=100000&bodies=false")
+	var list []mailer.SinkMessage
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != mailer.MaxPageSize || hdr.Get("X-Next-Before") != "2" {
+		t.Fatalf("%d emails, next %q (%v); want %d and the oldest on the next page", len(list), hdr.Get("X-Next-Before"), err, mailer.MaxPageSize)
+	}
+}
+
+// TestSinkStoresConcurrentSendsOnce: the group commit stores every one of
+// many concurrent sends exactly once, each under its own inbox id.
+func TestSinkStoresConcurrentSendsOnce(t *testing.T) {
+	s := newSink(t)
+	const senders, each = 16, 25
+	ids := make(chan string, senders*each)
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id, err := s.Send(context.Background(), &mail.Message{To: "pat@example.com", Subject: fmt.Sprintf("%d-%d", g, i), Text: "x"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %s given twice", id)
+		}
+		seen[id] = true
+	}
+	msgs, err := s.Messages(0)
+	if err != nil || len(msgs) != senders*each || len(seen) != senders*each {
+		t.Fatalf("%d stored, %d ids (%v), want %d", len(msgs), len(seen), err, senders*each)
+	}
+	subjects := map[string]bool{}
+	for _, m := range msgs {
+		if !seen[m.MessageID] || subjects[m.Subject] {
+			t.Fatalf("stored %+v: unknown id or stored twice", m)
+		}
+		subjects[m.Subject] = true
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -126,5 +127,60 @@ func TestRunProjectsOnceAndDeadLettersJunk(t *testing.T) {
 	if want := map[string]float64{"linkpipe_redeemer_projected_total/none": 1, "linkpipe_redeemer_projected_total/used": 1}; len(got) != 2 ||
 		got["linkpipe_redeemer_projected_total/none"] != 1 || got["linkpipe_redeemer_projected_total/used"] != 1 {
 		t.Errorf("metrics %v, want %v", got, want)
+	}
+}
+
+// TestProjectsEachScopeInOrder: scopes are projected side by side (lanes),
+// yet the events of one scope follow its states: a link used then revoked
+// has its used event before its revoked event on LINKS.
+func TestProjectsEachScopeInOrder(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 40
+	used := t0.Add(time.Minute)
+	revoked := t0.Add(2 * time.Minute)
+	for i := range n {
+		subject := scope.Signin("acme", fmt.Sprintf("c-%d", i))
+		id := fmt.Sprintf("L%d", i)
+		u, _ := json.Marshal(scope.State{Change: scope.ChangeUsed, LinkID: id, Purpose: events.PurposeSignin, At: t0, UsedAt: &used})
+		r, _ := json.Marshal(scope.State{Change: scope.ChangeRevoked, LinkID: id, Purpose: events.PurposeSignin, At: t0, UsedAt: &used,
+			RevokedAt: &revoked, RevokedReason: "client_request"})
+		for _, data := range [][]byte{u, r} {
+			if _, err := js.PublishAsync(subject, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	<-js.PublishAsyncComplete()
+	p, err := projector.New(projector.Config{JS: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	links, err := js.Stream(ctx, bus.StreamLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		id := fmt.Sprintf("L%d", i)
+		var seqs [2]uint64
+		eventually.True(t, 30*time.Second, func() bool {
+			for k, typ := range []string{events.TypeUsed, events.TypeRevoked} {
+				m, err := links.GetLastMsgForSubject(ctx, events.LinkSubject(id, typ))
+				if err != nil {
+					return false
+				}
+				seqs[k] = m.Sequence
+			}
+			return true
+		}, "both events of "+id)
+		if seqs[0] >= seqs[1] {
+			t.Errorf("%s: used at LINKS seq %d, revoked at %d: out of order", id, seqs[0], seqs[1])
+		}
 	}
 }

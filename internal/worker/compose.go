@@ -20,6 +20,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/pace"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/projector"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
@@ -70,13 +71,29 @@ type MailerSettings struct {
 	// MaxAttempts is the attempt budget of one email
 	// (LINKPIPE_MAIL_MAX_ATTEMPTS; 0: mailer.DefaultMaxAttempts).
 	MaxAttempts int
+	// Pacer paces the sends (NewPacer); nil sends unpaced.
+	Pacer mailer.Pacer
+	// Concurrency is LINKPIPE_MAIL_CONCURRENCY (0: the mailer's default).
+	Concurrency int
 }
 
 // NewMailer builds the mailer.
 func NewMailer(d Deps, s MailerSettings) (*mailer.Mailer, error) {
 	d.watch(bus.StreamMail, bus.ConsumerMailer)
 	return mailer.New(mailer.Config{JS: d.JS, Keys: s.Keys, Practices: d.Practices, Sender: s.Sender,
-		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		From: s.From, PublicURL: s.PublicURL, MaxAttempts: s.MaxAttempts, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics,
+		Pacer: s.Pacer, Concurrency: s.Concurrency})
+}
+
+// NewPacer starts the limiter every mailer replica shares the sending
+// rate with over d.NC: rate emails/s (LINKPIPE_SES_MAX_RATE), or 0 to read
+// quota (SES GetAccount). The caller closes it after the mailer stopped.
+func NewPacer(ctx context.Context, d Deps, rate float64, quota pace.Quota) (*pace.Limiter, error) {
+	cfg := pace.Config{NC: d.NC, Rate: rate, Quota: quota, Clock: d.Clock, Log: d.Log}
+	if d.Metrics != nil {
+		cfg.Metrics = d.Metrics
+	}
+	return pace.Start(ctx, cfg)
 }
 
 // FeedbackSettings are the SES feedback consumer's settings (the mailer

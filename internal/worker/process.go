@@ -59,10 +59,10 @@ const (
 // ClientName is the NATS client name of a linkpipe process: linkpipe-<name>.
 func ClientName(name string) string { return "linkpipe-" + name }
 
-// NewLogger is the JSON logger of a worker process, writing to w with the
-// worker's name under KeyWorker.
-func NewLogger(w io.Writer, name string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, nil)).With(KeyWorker, name)
+// NewLogger is the JSON logger of a worker process, writing to w the
+// lines at level and above, with the worker's name under KeyWorker.
+func NewLogger(w io.Writer, name string, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With(KeyWorker, name)
 }
 
 // InboxPrefix is the prefix of the reply subjects of worker name's NATS
@@ -116,10 +116,10 @@ type Settings struct {
 	// name linkpipe-<Name>, and the error prefix.
 	Name string
 	// Values are the parsed settings; Start reads config.NATSVars,
-	// LINKPIPE_REPLICAS and LINKPIPE_DATA_DIR from them.
+	// LINKPIPE_REPLICAS, LINKPIPE_LOG_LEVEL and LINKPIPE_DATA_DIR from them.
 	Values config.Values
 	// Log is the untagged logger the process's loggers derive from; nil
-	// means JSON to LogOutput.
+	// means JSON to LogOutput at LINKPIPE_LOG_LEVEL (info if unset).
 	Log       *slog.Logger
 	LogOutput io.Writer
 	// Clock defaults to clock.Real{}.
@@ -172,13 +172,17 @@ type Process struct {
 // server up to the start-up deadline), and loads the practice
 // directory, which stays current until ctx ends or Close.
 func Start(ctx context.Context, s Settings) (_ *Process, err error) {
+	level, err := config.ParseLogLevel(s.Values.Get(config.LogLevel))
+	if err != nil {
+		return nil, BadConfig(fmt.Errorf("%s: %s: %w", s.Name, config.LogLevel.Env, err))
+	}
 	base := s.Log
 	if base == nil {
 		out := s.LogOutput
 		if out == nil {
 			out = io.Discard
 		}
-		base = slog.New(slog.NewJSONHandler(out, nil))
+		base = slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
 	}
 	if s.Clock == nil {
 		s.Clock = clock.Real{}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/linkpipe/linkpipe/internal/worker"
+)
+
+// loadReport checks that a load run reported every measure (never its
+// figures: the machine is shared).
+func loadReport(t *testing.T, out string, n int, roles ...string) {
+	t.Helper()
+	for _, re := range []string{
+		`emails: \d+ actions published by 3 closed-loop publishers in .* \(\d+/s\); \d+ sent in .*: \d+ emails/s; \d+ in (the sink|the SES emulator)`,
+		`action→sent latency: p50 \S+ p99 \S+ max \S+`,
+		`redeem open loop at 50/s \(POST → 303\): 6 in .*: \d+/s; latency p50 \S+ p99 \S+ max \S+; unexpected answers 0`,
+		`used events: all 6`,
+		`redeem closed loop, 2 clients \(POST → 303\): 6 in .*; unexpected answers 0`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("the report lacks %q:\n%s", re, out)
+		}
+	}
+	if got := regexp.MustCompile(`sent in .*; (\d+) in the`).FindStringSubmatch(out); got == nil || atoi(got[1]) < n {
+		t.Errorf("sink count %v, want every email", got)
+	}
+	for _, role := range roles {
+		if !regexp.MustCompile(`CPU per emailed link:.* ` + regexp.QuoteMeta(role) + `[^;]* \d+\.\d+ ms`).MatchString(out) {
+			t.Errorf("no CPU figure of %s per emailed link:\n%s", role, out)
+		}
+	}
+}
+
+func TestLoadEmbeddedReports(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"load", "-actions", "12", "-concurrency", "3", "-redeem", "6", "-redeem-rate", "50",
+		"-redeem-concurrency", "2"}, env(nil), &out); err != nil {
+		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	loadReport(t, out.String(), 12, "linkpipe load")
+}
+
+// TestLoadProcessesReports runs the production shape: a nats-server
+// process with sync_interval always, and the issuer, mailer and redeemer
+// binaries, each a process (built here, so it is slow on a cold cache).
+func TestLoadProcessesReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts four processes")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go toolchain to build the binaries")
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"load", "-shape", "processes", "-sync", "always", "-actions", "12", "-concurrency", "3",
+		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2"}, env(nil), &out); err != nil {
+		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	loadReport(t, out.String(), 12, "nats-server", "issuer", "mailer", "redeemer")
+	if !strings.Contains(out.String(), "sync_interval always") {
+		t.Errorf("no word of the server's sync:\n%s", out.String())
+	}
+}
+
+// TestLoadSESReports: the production shape with the mailer on the SES
+// driver against aws-ses-v2-local, whose own ceiling the run measures.
+func TestLoadSESReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts five processes")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("aws-ses-v2-local needs node")
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"load", "-shape", "processes", "-mail", "ses", "-actions", "12", "-concurrency", "3",
+		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2"}, env(nil), &out); err != nil {
+		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	loadReport(t, out.String(), 12, "nats-server", "aws-ses-v2-local", "issuer", "mailer", "redeemer")
+	for _, re := range []string{`aws-ses-v2-local alone: 12 SendEmail from 8 senders: \d+/s; failed 0`, `the pipeline's \d+ emails/s are \d+ % of the emulator's best`} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the report lacks %q:\n%s", re, out.String())
+		}
+	}
+}
+
+func TestLoadRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}} {
+		err := run(t.Context(), append([]string{"load"}, args...), env(nil), io.Discard)
+		if !errors.Is(err, worker.ErrConfig) {
+			t.Errorf("load %v: %v, want a bad configuration", args, err)
+		}
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func TestProcCPUReadsThisProcess(t *testing.T) {
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for after := before; after <= before; after, _ = procCPU(os.Getpid()) {
+		for i := range 1 << 20 {
+			_ = strconv.Itoa(i)
+		}
+	}
+	if _, err := procCPU(1 << 30); err == nil {
+		t.Error("no error for a pid that does not exist")
+	}
+}
+
+// BenchmarkEmailsEndToEnd guards the whole path on a real (embedded)
+// nats-server: b.N sign-ins published by 64 closed-loop publishers until
+// every sent event, reporting emails/s and the CPU per emailed link of this
+// process (issuer, mailer with the sink, redeemer, server and publishers
+// together). Run it with -benchtime <n>x; `linkpipe load -shape processes`
+// measures the production shape.
+func BenchmarkEmailsEndToEnd(b *testing.B) {
+	st, err := embeddedStack(b.Context(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.close()
+	nc, err := nats.Connect(st.natsURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	cpu0, _ := procCPU(os.Getpid())
+	b.ResetTimer()
+	if err := r.emails(b.Context(), b.N, 64, 5*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	cpu1, _ := procCPU(os.Getpid())
+	b.ReportMetric(r.emailsPerSec, "emails/s")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/link")
+}
