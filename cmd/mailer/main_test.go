@@ -34,6 +34,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
+	"github.com/linkpipe/linkpipe/internal/syncbuf"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
@@ -282,7 +283,7 @@ func TestSinkInboxIsLoopbackByDefault(t *testing.T) {
 // child is a mailer process.
 type child struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr syncbuf.Buffer
 	admin  string
 }
 

@@ -69,6 +69,11 @@ const (
 	MailCommandPrefix = "mail.cmd."
 	// MailDonePrefix + mail id marks a mail as handed to the mail provider.
 	MailDonePrefix = "mail.done."
+	// MailSendingPrefix + mail id + "." + delivery count is the mailer's
+	// claim on one delivery of a mail command, published just before it
+	// sends: only one copy of a delivery can publish it (see package
+	// mailer, "After a NATS outage").
+	MailSendingPrefix = "mail.sending."
 	// DeadLetterPrefix + source ("actions", "mail", "feedback") carries
 	// poison messages.
 	DeadLetterPrefix = "deadletter."

@@ -135,7 +135,8 @@ func DeadLetterAt(ctx context.Context, js jetstream.JetStream, seq uint64) (*Let
 // subject and then deletes l from DEADLETTER (a replay that fails again is
 // dead-lettered again, as a new letter). A mail command's subject keeps one
 // message (MAIL) and its mail.done marker stops a second send, so for a
-// mail command both mail.cmd.<id> and mail.done.<id> are purged first;
+// mail command mail.cmd.<id>, mail.done.<id> and the mailer's claims
+// mail.sending.<id>.> are purged first;
 // that needs purge rights on MAIL (admin credentials). The replay's
 // Nats-Msg-Id is replay-<seq>-<id>, so JetStream's de-duplication of the
 // original does not drop it, and its Linkpipe-Replay-Of header names seq.
@@ -148,7 +149,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, l *Letter) error {
 		if err != nil {
 			return fmt.Errorf("bus: stream %s: %w", StreamMail, err)
 		}
-		for _, subj := range []string{MailCommandPrefix + id, MailDonePrefix + id} {
+		for _, subj := range []string{MailCommandPrefix + id, MailDonePrefix + id, MailSendingPrefix + id + ".>"} {
 			if err := mailStream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
 				return fmt.Errorf("bus: replay %d: purge %s: %w", l.Seq, subj, err)
 			}

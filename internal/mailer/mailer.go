@@ -14,9 +14,27 @@
 // event, then acks. A redelivery (another replica, a restart, an ack lost)
 // therefore finds the done marker and only makes sure the lifecycle event
 // exists. The one window left is a crash between the provider accepting the
-// email and the done marker being stored: that email is sent again. While a
-// send is slow the mailer tells JetStream it is still working on the message
-// (InProgress), so no other replica picks it up meanwhile.
+// email and the done marker being stored: that email is sent again. That
+// window is every request on the wire to the provider, not only the instant
+// between its answer and mail.done: a provider completes a request whose
+// sender died (SES, and aws-ses-v2-local, store it as soon as it arrives),
+// so a mailer killed with k sends in flight sends up to k emails twice
+// (docs/performance.md, "Duplicates on a crash"). While a send is slow the
+// mailer tells JetStream it is still working on the message (InProgress),
+// so no other replica picks it up meanwhile.
+//
+// # After a NATS outage
+//
+// A nats-server killed without a clean shutdown forgets the deliveries and
+// acks of its consumers' last moments (it writes consumer state at most
+// every 100ms), so once it is back it delivers again, with the same
+// delivery count, commands that a mailer still holds: buffered, or being
+// sent, their mail.done still on its way. Before sending, a mailer
+// therefore claims the delivery: mail.sending.<mail_id>.<delivery>, which
+// MAIL, keeping one message per subject, lets only one copy publish. A
+// copy that finds the delivery claimed sends nothing and comes back after
+// ClaimWait, by when the claimant has stored mail.done. A later delivery
+// (a retry, AckWait after a crash) has its own claim.
 //
 // # Failures
 //
@@ -56,11 +74,13 @@ package mailer
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	netmail "net/mail"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -125,6 +145,11 @@ type Config struct {
 	// MaxAttempts, or a command delivered more often, fails permanently.
 	MaxAttempts int
 }
+
+// doneTimeout bounds one try of publishing a done marker or its event, so
+// a publish lost with a NATS server that died is tried again soon after
+// the server is back (JetStream's own default waits 5s).
+const doneTimeout = 2 * time.Second
 
 // Mailer is the MAIL consumer.
 type Mailer struct {
@@ -543,11 +568,18 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 	email.From = fromAddress(p.Name, m.cfg.From)
 	tag(email, cmd)
 
-	// 4. Send, at the pace the provider allows.
+	// 4. Wait for the pace the provider allows, claim this delivery (only
+	// one copy of it sends), then send.
 	if m.cfg.Pacer != nil {
 		if err := m.cfg.Pacer.Wait(m.waits); err != nil {
 			return outcome{retry: true, err: err} // stopping: not sent, back to the queue
 		}
+	}
+	if err := m.claim(ctx, cmd, attempt); err != nil {
+		if errors.Is(err, errClaimed) {
+			log.Info("another copy of this delivery is being sent; checking again later", keyAttempt, attempt)
+		}
+		return outcome{retry: true, err: err}
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
 	start := time.Now()
@@ -625,17 +657,58 @@ func (m *Mailer) giveUp(ctx context.Context, msg jetstream.Msg, cmd *mail.Comman
 	return outcome{}
 }
 
-// record publishes mail.done.<id> and the lifecycle event, retrying briefly.
+// claimWait is how long a command whose delivery another copy claimed
+// waits before it is delivered again: longer than the claimant's send and
+// the tries of its done marker.
+func (m *Mailer) claimWait() time.Duration { return m.cfg.SendTimeout + 2*doneTimeout }
+
+// errClaimed: another copy of this delivery claimed it (see "After a NATS
+// outage"); the command comes back after claimWait.
+var errClaimed = errors.New("mailer: another copy of this delivery is being sent")
+
+// claimRecord is the body of mail.sending.<mail_id>.<delivery>.
+type claimRecord struct {
+	MailID   string    `json:"mail_id"`
+	Delivery uint64    `json:"delivery"`
+	At       time.Time `json:"at"`
+}
+
+// claim publishes mail.sending.<mail_id>.<delivery>; it fails wrapping
+// errClaimed (with claimWait as the retry delay) if another copy of the
+// delivery did first. Its Nats-Msg-Id is unique to this copy, so
+// JetStream's de-duplication never lets two copies both succeed.
+func (m *Mailer) claim(ctx context.Context, cmd *mail.Command, delivery uint64) error {
+	subj := bus.MailSendingPrefix + cmd.MailID + "." + strconv.FormatUint(delivery, 10)
+	data, err := json.Marshal(&claimRecord{MailID: cmd.MailID, Delivery: delivery, At: m.cfg.Clock.Now()})
+	if err != nil {
+		return fmt.Errorf("mailer: encode claim: %w", err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, doneTimeout)
+	defer cancel()
+	_, err = bus.PublishOnce(tctx, m.cfg.JS, subj, "sending-"+rand.Text(), data, nil)
+	switch {
+	case errors.Is(err, bus.ErrDuplicate):
+		return bus.RetryAfter(fmt.Errorf("%w (delivery %d)", errClaimed, delivery), m.claimWait())
+	case err != nil:
+		return fmt.Errorf("mailer: claim: %w", err)
+	}
+	return nil
+}
+
+// record publishes mail.done.<id> and the lifecycle event, retrying briefly;
+// each try gives up after doneTimeout.
 func (m *Mailer) record(ctx context.Context, d *Done) error {
 	data, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("mailer: encode done: %w", err)
 	}
 	return retryShort(ctx, func() error {
-		if _, err := bus.PublishOnce(ctx, m.cfg.JS, bus.MailDonePrefix+d.MailID, "done-"+d.MailID, data, nil); err != nil && !errors.Is(err, bus.ErrDuplicate) {
+		tctx, cancel := context.WithTimeout(ctx, doneTimeout)
+		defer cancel()
+		if _, err := bus.PublishOnce(tctx, m.cfg.JS, bus.MailDonePrefix+d.MailID, "done-"+d.MailID, data, nil); err != nil && !errors.Is(err, bus.ErrDuplicate) {
 			return err
 		}
-		return m.publishEvent(ctx, d.Event())
+		return m.publishEvent(tctx, d.Event())
 	})
 }
 

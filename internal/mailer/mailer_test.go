@@ -30,6 +30,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/ses"
 	"github.com/linkpipe/linkpipe/internal/ses/sestest"
 	"github.com/linkpipe/linkpipe/internal/store/storetest"
+	"github.com/linkpipe/linkpipe/internal/syncbuf"
 )
 
 const publicURL = "https://links.acme.example"
@@ -813,4 +814,64 @@ func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no gauge %s", name)
 	return 0
+}
+
+// A nats-server killed without a clean shutdown forgets its consumers'
+// last deliveries, so once back it delivers a command again, with the same
+// delivery count, while the copy it delivered before is still buffered or
+// being sent by a mailer. Only one copy claims the delivery
+// (mail.sending.<mail_id>.<delivery>); the other sends nothing, comes back
+// after the claim wait, and finds mail.done (the finding "7 duplicates
+// when nats-server is killed for 2 s").
+func TestACopyOfAClaimedDeliveryIsNotSent(t *testing.T) {
+	e := newEnv(t)
+	sender := &countingSender{}
+	reg := prometheus.NewRegistry()
+	cmd, _ := e.signin(t, "evt-claimed", "pat@example.com")
+	// The other copy of delivery 1 claimed it and is sending.
+	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailSendingPrefix+cmd.MailID+".1", "elsewhere", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	e.queue(t, cmd)
+	var logs syncbuf.Buffer
+	e.start(t, sender, reg, func(c *mailer.Config) {
+		c.SendTimeout = time.Second
+		c.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	eventually.True(t, 30*time.Second, func() bool { return strings.Contains(logs.String(), "another copy of this delivery is being sent") },
+		"the mailer to find the delivery claimed")
+	// The other copy has sent: its done marker.
+	done := mailer.Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
+		ClientID: cmd.To.ID, Purpose: cmd.Purpose, Status: mailer.StatusSent, MessageID: "elsewhere-1", At: t0}
+	data, _ := json.Marshal(&done)
+	if _, err := bus.PublishOnce(ctx(t), e.js, bus.MailDonePrefix+cmd.MailID, "done-"+cmd.MailID, data, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 40*time.Second, func() bool { return counter(t, reg, "linkpipe_mailer_duplicates_total") == 1 }, "the command to be found done")
+	eventually.True(t, 30*time.Second, func() bool { return e.drained(t) }, "the consumer to drain")
+	if n := sender.total.Load(); n != 0 {
+		t.Fatalf("%d emails sent for a delivery another copy had claimed", n)
+	}
+	if _, ok := e.lastEvent(t, cmd.LinkID, events.TypeSent); !ok {
+		t.Error("no sent event")
+	}
+}
+
+// Every delivery has its own claim: a retry after a failed send is not
+// held back by the first delivery's claim.
+func TestEachDeliveryClaimsItself(t *testing.T) {
+	e := newEnv(t)
+	fake := sestest.NewFake(t, sestest.Internal)
+	sender, err := ses.New(ctx(t), fake.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := e.signin(t, "evt-claims", "pat@example.com")
+	e.queue(t, cmd)
+	e.start(t, sender, nil)
+	eventually.True(t, 30*time.Second, func() bool { return len(fake.Accepted()) == 1 && e.drained(t) }, "the email on the second delivery")
+	subs, err := bus.NewReader(e.js, bus.StreamMail).Subjects(ctx(t), bus.MailSendingPrefix+cmd.MailID+".>")
+	if err != nil || len(subs) != 2 || subs[bus.MailSendingPrefix+cmd.MailID+".1"] != 1 || subs[bus.MailSendingPrefix+cmd.MailID+".2"] != 1 {
+		t.Fatalf("claims %v (%v), want deliveries 1 and 2", subs, err)
+	}
 }
