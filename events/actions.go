@@ -118,6 +118,16 @@ type RenewalRequested struct {
 	LinkID string `json:"link_id"`
 }
 
+// AddressUnsuppressed lifts the suppression of an address: after a
+// permanent bounce or a complaint linkpipe sends nothing more to it until
+// this action names it (the client fixed the mailbox, or asked again).
+// Suppression is deployment-wide (a mailbox that does not exist does not
+// exist for any practice), so this lifts it for every practice.
+type AddressUnsuppressed struct {
+	Envelope
+	Email string `json:"email"`
+}
+
 // Practice is a practice's settings.
 type Practice struct {
 	Name      string `json:"name"`
@@ -150,6 +160,7 @@ func (*AppointmentReminder) Subject() string    { return SubjectAppointmentRemin
 func (*ClientLinksRevoked) Subject() string     { return SubjectClientLinksRevoked }
 func (*PracticeUpdated) Subject() string        { return SubjectPracticeUpdated }
 func (*RenewalRequested) Subject() string       { return SubjectRenewalRequested }
+func (*AddressUnsuppressed) Subject() string    { return SubjectAddressUnsuppressed }
 
 // newAction returns an empty action for a subject, or nil for an unknown one.
 func newAction(subject string) Action {
@@ -172,6 +183,8 @@ func newAction(subject string) Action {
 		return &PracticeUpdated{}
 	case SubjectRenewalRequested:
 		return &RenewalRequested{}
+	case SubjectAddressUnsuppressed:
+		return &AddressUnsuppressed{}
 	}
 	return nil
 }

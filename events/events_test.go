@@ -47,6 +47,7 @@ func samples() []events.Action {
 		&events.AppointmentReminder{Envelope: env("evt-6"), Appointment: events.Appointment{ID: "appt-1"}},
 		&events.ClientLinksRevoked{Envelope: env("evt-7"), Client: events.Client{ID: "c-7"}, Reason: "lost phone"},
 		&events.RenewalRequested{Envelope: env("renew-9"), LinkID: "Lx3a9"},
+		&events.AddressUnsuppressed{Envelope: env("unsup-1"), Email: "pat@example.com"},
 		&events.PracticeUpdated{Envelope: env("evt-8"),
 			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example"},
 			Policy:   &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
@@ -99,6 +100,14 @@ func TestLifecycleGolden(t *testing.T) {
 	if ev.Subject() != "links.Labc.issued" {
 		t.Fatal(ev.Subject())
 	}
+	bounced := events.LinkEvent{EventID: "bounced-Labc-signin-fb1", Type: events.TypeBounced, LinkID: "Labc", PracticeID: "acme",
+		ClientID: "c-7", Purpose: events.PurposeSignin, At: *ts("2026-11-24T10:02:00Z"), Reason: events.BouncePermanent,
+		Detail: "NoEmail: smtp; 550 5.1.1 user unknown", MailID: "Labc-signin", MailKind: "signin", MessageID: "0100-ses"}
+	got, _ = json.Marshal(bounced)
+	want = `{"event_id":"bounced-Labc-signin-fb1","type":"bounced","link_id":"Labc","practice_id":"acme","client_id":"c-7","purpose":"signin","at":"2026-11-24T10:02:00Z","reason":"permanent","detail":"NoEmail: smtp; 550 5.1.1 user unknown","mail_id":"Labc-signin","mail_kind":"signin","message_id":"0100-ses"}`
+	if string(got) != want || bounced.Subject() != "links.Labc.bounced" {
+		t.Fatalf("got  %s %s\nwant %s", got, bounced.Subject(), want)
+	}
 }
 
 func TestDecodeRefusesBadInput(t *testing.T) {
@@ -132,6 +141,8 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 		{"portal not a URL", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"javascript:alert(1)"}}`, nil, "practice.portal_url"},
 		{"appointment ends before start", events.SubjectAppointmentScheduled, `{"event_id":"e","practice_id":"p","client":{"id":"c","email":"a@b.co"},"appointment":{"id":"a","starts_at":"2026-12-01T15:00:00Z","ends_at":"2026-12-01T14:00:00Z","timezone":"UTC"}}`, nil, "appointment.ends_at"},
 		{"unknown zone", events.SubjectAppointmentScheduled, `{"event_id":"e","practice_id":"p","client":{"id":"c","email":"a@b.co"},"appointment":{"id":"a","starts_at":"2026-12-01T15:00:00Z","ends_at":"2026-12-01T16:00:00Z","timezone":"Mars/Olympus"}}`, nil, "appointment.timezone"},
+		{"unsuppress without email", events.SubjectAddressUnsuppressed, `{"event_id":"e","practice_id":"p"}`, nil, "email"},
+		{"unsuppress bad email", events.SubjectAddressUnsuppressed, `{"event_id":"e","practice_id":"p","email":"a@b.co\r\nBcc: x@evil.co"}`, nil, "email"},
 		{"bad reminder", events.SubjectAppointmentScheduled, `{"event_id":"e","practice_id":"p","client":{"id":"c","email":"a@b.co"},"appointment":{"id":"a","starts_at":"2026-12-01T15:00:00Z","ends_at":"2026-12-01T16:00:00Z","timezone":"UTC"},"reminders":["soon"]}`, nil, "reminders[0]"},
 	}
 	for _, c := range cases {
@@ -208,7 +219,14 @@ func lifecycleSamples() []events.LinkEvent {
 	expired.Reason, expired.UserAgent = events.ReasonCanceled, "Mozilla/5.0 (iPhone)"
 	revoked := base(events.TypeRevoked)
 	revoked.CauseEventID, revoked.Reason = "evt-5", events.ReasonCanceled
-	return []events.LinkEvent{issued, sent, failed, touched, used, expired, revoked}
+	delivered := base(events.TypeDelivered)
+	delivered.MailID, delivered.MailKind, delivered.MessageID = "Labc-confirmation", "confirmation", "0100018c-ses-id"
+	bounced := base(events.TypeBounced)
+	bounced.MailID, bounced.MailKind, bounced.MessageID = "Labc-confirmation", "confirmation", "0100018c-ses-id"
+	bounced.Reason, bounced.Detail = events.BouncePermanent, "General: smtp; 550 5.1.1 user unknown"
+	complained := base(events.TypeComplained)
+	complained.MailID, complained.MailKind, complained.MessageID, complained.Detail = "Labc-confirmation", "confirmation", "0100018c-ses-id", "abuse"
+	return []events.LinkEvent{issued, sent, failed, touched, used, expired, revoked, delivered, bounced, complained}
 }
 
 func TestLifecycleGoldenFiles(t *testing.T) {

@@ -18,11 +18,16 @@ type LinkEvent struct {
 	// CauseEventID is the action that caused this event (issued, revoked).
 	CauseEventID string `json:"cause_event_id,omitempty"`
 	// Reason: for expired, one of the Reason* codes; for failed, the
-	// mail error; for revoked, why; for touched, TouchContinued when it
+	// mail error (starting with ReasonSuppressedPrefix when the address is
+	// suppressed); for bounced, one of the Bounce* values; for revoked, why; for touched, TouchContinued when it
 	// records a continuation (else empty).
 	Reason string `json:"reason,omitempty"`
 	// Permanent tells, on a failed event, that retrying will not help.
 	Permanent bool `json:"permanent,omitempty"`
+	// Detail, on bounced, is the bounce subtype and the receiving
+	// server's diagnostic ("NoEmail: smtp; 550 5.1.1 user unknown"), and
+	// on complained the complaint's feedback type; scrubbed of addresses.
+	Detail string `json:"detail,omitempty"`
 
 	// Link details, on issued. A lifecycle event names the client by id
 	// only: no address or name is ever published on LINKS (which is never
@@ -36,7 +41,8 @@ type LinkEvent struct {
 	// Supersedes is the link this one replaced in its scope (issued).
 	Supersedes string `json:"supersedes,omitempty"`
 
-	// Mail details, on sent and failed.
+	// Mail details, on sent and failed, and on delivered, bounced and
+	// complained (MessageID is then the provider's id of the email).
 	MailID    string `json:"mail_id,omitempty"`
 	MailKind  string `json:"mail_kind,omitempty"`
 	MessageID string `json:"message_id,omitempty"`

@@ -25,6 +25,10 @@ const (
 	// link's client and address on record.
 	SubjectRenewalRequested = "actions.renewal.requested"
 
+	// SubjectAddressUnsuppressed lifts the suppression of an address (a
+	// permanent bounce or a complaint stopped every email to it).
+	SubjectAddressUnsuppressed = "actions.address.unsuppressed"
+
 	// SubjectActionsAll is the ACTIONS stream's subject filter.
 	SubjectActionsAll = "actions.>"
 )
@@ -38,7 +42,32 @@ const (
 	TypeUsed    = "used"
 	TypeExpired = "expired"
 	TypeRevoked = "revoked"
+
+	// TypeDelivered: the recipient's mail server accepted the email (SES
+	// feedback).
+	TypeDelivered = "delivered"
+	// TypeBounced: the email bounced; Reason is one of the Bounce*
+	// values, Detail the bounce subtype and the diagnostic.
+	TypeBounced = "bounced"
+	// TypeComplained: the recipient marked the email as spam.
+	TypeComplained = "complained"
 )
+
+// Reasons of a bounced event (SES's bounceType, lower-cased).
+const (
+	// BouncePermanent: the address will never accept mail (it is
+	// suppressed).
+	BouncePermanent = "permanent"
+	// BounceTransient: a temporary refusal (mailbox full, message too
+	// large, ...).
+	BounceTransient = "transient"
+	// BounceUndetermined: the provider could not tell.
+	BounceUndetermined = "undetermined"
+)
+
+// ReasonSuppressedPrefix starts the reason of a failed event for an email
+// not sent because its address is suppressed.
+const ReasonSuppressedPrefix = "suppressed"
 
 // TouchContinued is the reason of a touched event that records a
 // continuation: the browser that redeemed a one-time link opened it again

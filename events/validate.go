@@ -327,6 +327,14 @@ func (a *RenewalRequested) Validate() error {
 	return checkID("link_id", a.LinkID)
 }
 
+// Validate implements Action.
+func (a *AddressUnsuppressed) Validate() error {
+	if err := a.envelope().validate(); err != nil {
+		return err
+	}
+	return CheckEmail("email", a.Email)
+}
+
 // Validate implements Action; policy values outside the bounds are refused.
 func (a *PracticeUpdated) Validate() error {
 	if err := a.envelope().validate(); err != nil {

@@ -20,6 +20,7 @@ const publishUsage = `usage:
   linkpipe publish signin   --practice P --client C --email E [--name N] [--return-to /path] [--event-id ID]
   linkpipe publish document --practice P --client C --email E --document D --title T --share S [--event-id ID]
   linkpipe publish practice --practice P --name N --reply-to E --portal-url URL [--signin-ttl 24h] [--document-ttl 72h] [--telehealth-grace 30m]
+  linkpipe publish unsuppress --practice P --email E [--event-id ID]   (lifts a bounce's or complaint's suppression, for every practice)
   linkpipe publish raw      --subject actions.x.y --file event.json   (or --file - for standard input)
 flags common to all: --nats-url (NATS_URL, default nats://127.0.0.1:4222), --nats-creds (NATS_CREDS),
   --nats-nkey (NATS_NKEY), --nats-tls-ca (NATS_TLS_CA), --nats-tls-cert (NATS_TLS_CERT), --nats-tls-key (NATS_TLS_KEY)
@@ -88,6 +89,8 @@ func runPublish(ctx context.Context, args []string, getenv func(string) string, 
 			pu.Policy = &events.Policy{SigninTTL: *signinTTL, DocumentTTL: *documentTTL, TelehealthGrace: *grace}
 		}
 		action = pu
+	case "unsuppress":
+		action = &events.AddressUnsuppressed{Envelope: env, Email: *email}
 	case "raw":
 		if *file == "-" {
 			raw, err = io.ReadAll(io.LimitReader(os.Stdin, 2<<20))

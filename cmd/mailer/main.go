@@ -19,10 +19,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/linkpipe/linkpipe/internal/admin"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/feedback"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/pace"
@@ -80,6 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err != nil {
 			return worker.BadConfig(fmt.Errorf("%s: SES (%s, %s, ...): %w", prog, config.AWSRegion.Env, config.AWSEndpoint.Env, err))
 		}
+		s.WithConfigurationSet(vals.Get(config.SESConfigurationSet))
 		sender, sesSender = s, s
 	}
 
@@ -122,6 +125,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("%s: %w", prog, err)
 	}
+	run, err := withFeedback(ctx, p, vals, m.Run)
+	if err != nil {
+		return err
+	}
 	// Not ready while SES refuses every send (sending paused, account
 	// suspended, ...): the mailer keeps retrying, /readyz tells the operator.
 	srv, err := p.Serve(config.AdminAddr, p.AdminMux(m.Ready))
@@ -141,7 +148,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		addrs = append(addrs, worker.Addr{What: keyInbox, Addr: in.Addr()})
 	}
 	p.ReadyAt(stdout, addrs, keyDriver, driver)
-	return p.Run(ctx, m.Run)
+	return p.Run(ctx, run)
+}
+
+// withFeedback adds the SES feedback consumer to the mailer's runner when
+// LINKPIPE_SES_EVENTS_QUEUE_URL is set (AWS_REGION, AWS_ENDPOINT_URL_SQS
+// and the credentials are the SDK's own settings).
+func withFeedback(ctx context.Context, p *worker.Process, vals config.Values, mailer worker.Runner) (worker.Runner, error) {
+	url := vals.Get(config.SESEventsQueueURL)
+	if url == "" {
+		return mailer, nil
+	}
+	var opts []func(*sqs.Options)
+	if r := vals.Get(config.AWSRegion); r != "" {
+		opts = append(opts, func(o *sqs.Options) { o.Region = r })
+	}
+	if e := vals.Get(config.AWSEndpointSQS); e != "" {
+		opts = append(opts, func(o *sqs.Options) { o.BaseEndpoint = aws.String(e) })
+	}
+	if key, secret := vals.Get(config.AWSAccessKey), vals.Get(config.AWSSecretKey); key != "" && secret != "" {
+		opts = append(opts, func(o *sqs.Options) { o.Credentials = credentials.NewStaticCredentialsProvider(key, secret, "") })
+	}
+	client, err := feedback.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, worker.BadConfig(fmt.Errorf("%s: SQS (%s, %s, ...): %w", prog, config.SESEventsQueueURL.Env, config.AWSEndpointSQS.Env, err))
+	}
+	fc, err := worker.NewFeedback(p.Deps("feedback"), worker.FeedbackSettings{Queue: client, QueueURL: url})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", prog, err)
+	}
+	return worker.Together(mailer, fc.Run), nil
 }
 
 // paceSettings are LINKPIPE_SES_MAX_RATE (0: unset) and

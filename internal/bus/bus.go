@@ -45,7 +45,18 @@ const (
 	// BucketRecipients holds the address on record of each link (package
 	// recipient).
 	BucketRecipients = "linkpipe_recipients"
+	// BucketMessages maps a mail provider's message id to the email it
+	// names, for delivery feedback (package sentmail); records expire
+	// after MessagesTTL.
+	BucketMessages = "linkpipe_messages"
+	// BucketSuppressed is the suppression list, keyed by a hash of the
+	// address (package suppress).
+	BucketSuppressed = "linkpipe_suppressed"
 )
+
+// MessagesTTL is how long a sent email can be matched to SES's feedback
+// about it (bounces arrive within minutes, complaints within days).
+const MessagesTTL = 30 * 24 * time.Hour
 
 // Subjects of linkpipe's own streams.
 const (
@@ -63,7 +74,8 @@ const (
 	// sends: only one copy of a delivery can publish it (see package
 	// mailer, "After a NATS outage").
 	MailSendingPrefix = "mail.sending."
-	// DeadLetterPrefix + source ("actions", "mail") carries poison messages.
+	// DeadLetterPrefix + source ("actions", "mail", "feedback") carries
+	// poison messages.
 	DeadLetterPrefix = "deadletter."
 	// ReminderSchedulePrefix is where reminder schedules live in ACTIONS:
 	// actions.schedule.reminder.<practice>.<appointment>.<offset>.
@@ -92,6 +104,7 @@ var ActionSubjects = []string{
 	events.SubjectClientLinksRevoked,
 	events.SubjectPracticeUpdated,
 	events.SubjectRenewalRequested,
+	events.SubjectAddressUnsuppressed,
 }
 
 // Sentinel errors.

@@ -52,6 +52,14 @@ func BucketConfigs(o Options) []jetstream.KeyValueConfig {
 			Bucket: BucketRecipients, History: 1, Replicas: o.Replicas,
 			Description: "link id -> the address on record its emails go to",
 		},
+		{
+			Bucket: BucketMessages, History: 1, Replicas: o.Replicas, TTL: MessagesTTL,
+			Description: "SES message id -> the email it names (mail, link, practice), for delivery feedback",
+		},
+		{
+			Bucket: BucketSuppressed, History: 1, Replicas: o.Replicas,
+			Description: "hash of an address -> why nothing more is sent to it (permanent bounce, complaint)",
+		},
 	}
 }
 

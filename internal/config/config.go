@@ -352,7 +352,7 @@ func IssuerVars() []Var {
 func MailerVars() []Var {
 	return append(NATSVars(), DataDir, LinkKey, PublicURL, AdminAddr, MailFrom, MailDriver, InboxAddr, Replicas, LogLevel, ShutdownTimeout,
 		MailMaxAttempts, SESMaxRate, MailConcurrency,
-		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey)
+		AWSRegion, AWSEndpoint, AWSAccessKey, AWSSecretKey, SESConfigurationSet, SESEventsQueueURL, AWSEndpointSQS)
 }
 
 // RedeemerVars are the redeemer's settings.

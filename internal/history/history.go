@@ -1,7 +1,9 @@
 // Package history owns reading the ledger back for people: the timeline of
 // a client's links (or of one link) from the SCOPES stream (which link was
 // current when, used, revoked, canceled, superseded by which) and the LINKS
-// stream (issued, sent, failed, touched, used, refused with reason), so that
+// stream (issued, sent, failed, delivered, bounced, complained, touched,
+// used, refused with reason), and the suppression of each link's address
+// (package suppress), so that
 // support can answer "why can't my client get in" in one command.
 package history
 
@@ -45,6 +47,9 @@ type Timeline struct {
 	// event of its email, when there is one.
 	Issued map[string]events.LinkEvent
 	Mail   map[string]events.LinkEvent
+	// delivery is what became of each link's emails and the suppression
+	// of its address (delivery.go).
+	delivery map[string]*delivery
 }
 
 func newTimeline() *Timeline {
@@ -127,6 +132,7 @@ const linksPerRead = 64
 
 // addLinks adds the lifecycle events of links to the timeline.
 func (tl *Timeline) addLinks(ctx context.Context, js jetstream.JetStream, linkIDs []string) error {
+	all := linkIDs
 	for len(linkIDs) > 0 {
 		n := min(len(linkIDs), linksPerRead)
 		filters := make([]string, n)
@@ -140,6 +146,11 @@ func (tl *Timeline) addLinks(ctx context.Context, js jetstream.JetStream, linkID
 		}
 		tl.addEvents(msgs)
 	}
+	for _, id := range all {
+		if err := tl.addSuppression(ctx, js, id); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -150,6 +161,7 @@ func (tl *Timeline) addEvents(msgs []jetstream.Msg) {
 			continue
 		}
 		tl.Entries = append(tl.Entries, Entry{At: ev.At, LinkID: ev.LinkID, What: ev.Type, Detail: eventDetail(&ev)})
+		tl.noteMail(&ev)
 		switch ev.Type {
 		case events.TypeIssued:
 			tl.Issued[ev.LinkID] = ev
@@ -217,6 +229,10 @@ func eventDetail(ev *events.LinkEvent) string {
 		}
 	case events.TypeRevoked:
 		d = append(d, ev.Reason)
+	default:
+		if s, ok := deliveryDetail(ev); ok {
+			d = append(d, s)
+		}
 	}
 	if ev.UserAgent != "" {
 		d = append(d, "agent "+ev.UserAgent)
@@ -248,6 +264,9 @@ func (tl *Timeline) Print(w io.Writer, now time.Time) {
 			verdict = "refused (" + s.Reason + "): " + scope.Explain(s.Reason)
 		}
 		fmt.Fprintf(w, "  %s %s: %s\n      what to do: %s\n", s.Scope, s.LinkID, verdict, s.Todo)
+		if s.Delivery != "" {
+			fmt.Fprintf(w, "      %s\n", s.Delivery)
+		}
 	}
 }
 
@@ -270,6 +289,13 @@ type Status struct {
 	// Mail is the fate of the link's email: "sent", "failed", "failed
 	// permanently" or "" (none recorded yet).
 	Mail string `json:"mail,omitempty"`
+	// Delivery says what SES reported about the link's last email and
+	// whether its address is suppressed, with the command that lifts it
+	// ("last email bounced (mailbox does not exist) at ...; address
+	// suppressed since ...; unsuppress with ...").
+	Delivery string `json:"delivery,omitempty"`
+	// Suppressed tells that the link's address is suppressed now.
+	Suppressed bool `json:"suppressed,omitempty"`
 	// Entries are the link's own lines of the timeline, oldest first.
 	Entries []Entry `json:"entries"`
 }
@@ -333,6 +359,7 @@ func (tl *Timeline) Statuses(now time.Time) []Status {
 			}
 		}
 		s.Verdict, s.Todo = advise(s, st, tl.Mail[id], validFrom, expiresAt)
+		tl.adviseDelivery(&s, issued.PracticeID)
 		out = append(out, s)
 	}
 	return out

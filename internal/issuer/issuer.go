@@ -42,6 +42,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/recipient"
 	"github.com/linkpipe/linkpipe/internal/scope"
+	"github.com/linkpipe/linkpipe/internal/suppress"
 )
 
 // Log keys.
@@ -140,6 +141,8 @@ type Issuer struct {
 	claims      *bus.Bucket
 	recipients  *recipient.Book
 	routes      map[string]route
+	// suppressions is the suppression list (suppressions.go).
+	suppressions *suppress.List
 	// direct is the consume loop's settlement for Handle (consume.go).
 	direct *bus.Loop
 }
@@ -243,7 +246,9 @@ func New(cfg Config) (*Issuer, error) {
 		events.SubjectAppointmentReminder:    {handle: i.claimed(i.appointmentReminder), ledger: true},
 		events.SubjectClientLinksRevoked:     {handle: i.claimed(i.linksRevoked), ledger: true},
 		events.SubjectRenewalRequested:       {handle: i.claimed(i.renewalRequested), ledger: true},
+		events.SubjectAddressUnsuppressed:    {handle: i.addressUnsuppressed},
 	}
+	i.suppressions = suppress.NewList(cfg.JS)
 	if i.direct, err = i.newLoop(i.settleNow); err != nil {
 		return nil, err
 	}

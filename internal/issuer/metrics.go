@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "linkpipe_issuer_actions_total",
-			Help: "Actions handled by the issuer, by subject and outcome (issued, born_superseded, born_revoked, duplicate, stored, stale, dead_letter, retry, updated, rescheduled, canceled, ignored_canceled, reminded, skipped, revoked).",
+			Help: "Actions handled by the issuer, by subject and outcome (issued, born_superseded, born_revoked, duplicate, stored, stale, dead_letter, retry, updated, rescheduled, canceled, ignored_canceled, reminded, skipped, revoked, unsuppressed, not_suppressed).",
 		}, []string{"subject", "outcome"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "linkpipe_issuer_handle_seconds",

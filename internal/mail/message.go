@@ -14,7 +14,18 @@ type Message struct {
 	// Headers are extra headers (X-Entity-Ref-ID, X-Linkpipe-Mail-ID). Names
 	// and values are printable ASCII without CR or LF.
 	Headers map[string]string
+	// Tags name the email for the provider's delivery feedback (SES
+	// EmailTags): TagMail, TagLink, TagPractice. Values are ids.
+	Tags map[string]string
 }
+
+// Tags the mailer sets on every email; SES returns them in its delivery,
+// bounce and complaint events.
+const (
+	TagMail     = "linkpipe_mail"
+	TagLink     = "linkpipe_link"
+	TagPractice = "linkpipe_practice"
+)
 
 // Headers Render sets on every message.
 const (

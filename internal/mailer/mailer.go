@@ -95,6 +95,8 @@ import (
 	"github.com/linkpipe/linkpipe/internal/mail"
 	"github.com/linkpipe/linkpipe/internal/practice"
 	"github.com/linkpipe/linkpipe/internal/recipient"
+	"github.com/linkpipe/linkpipe/internal/sentmail"
+	"github.com/linkpipe/linkpipe/internal/suppress"
 )
 
 // Sender hands one email to a mail provider and returns the provider's
@@ -169,6 +171,10 @@ type Mailer struct {
 	// latest such error's (scrubbed) text. Ready reads both.
 	refusals    atomic.Int64
 	lastRefusal atomic.Pointer[string]
+
+	// suppressions and messages serve delivery feedback (feedback.go).
+	suppressions *suppress.List
+	messages     *sentmail.Book
 }
 
 // RefusalsNotReady is how many sends in a row the provider must refuse
@@ -385,6 +391,7 @@ func New(cfg Config) (*Mailer, error) {
 		metrics:    met,
 	}
 	m.waits, m.stopWaits = context.WithCancel(context.Background())
+	m.suppressions, m.messages = suppress.NewList(cfg.JS), sentmail.NewBook(cfg.JS)
 	// In-flight emails finish even when Run's ctx ends (the loop's
 	// handler context is never cancelled): a send cut in the middle is
 	// the one way to send an email twice. While a send is slow the loop
@@ -526,6 +533,11 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 		cmd.To = to
 	}
 
+	// A suppressed address gets nothing (feedback.go).
+	if out, stop := m.suppressed(ctx, msg, cmd, log); stop {
+		return out
+	}
+
 	// 2. The link, re-derived: the command never carries the token.
 	url := ""
 	if carriesLink(cmd) {
@@ -554,6 +566,7 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 		return m.giveUp(ctx, msg, cmd, err.Error(), log)
 	}
 	email.From = fromAddress(p.Name, m.cfg.From)
+	tag(email, cmd)
 
 	// 4. Wait for the pace the provider allows, claim this delivery (only
 	// one copy of it sends), then send.
@@ -613,6 +626,7 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
 		return outcome{retry: true, err: err}
 	}
+	m.recordMessage(ctx, &done, cmd.To.Email, log)
 	log.Debug("mail sent", keyMessageID, messageID, keyAttempt, attempt)
 	return outcome{}
 }

@@ -41,6 +41,8 @@ import (
 // Sender sends email through SES v2. It is safe for concurrent use.
 type Sender struct {
 	client *sesv2.Client
+	// configurationSet names the SES configuration set (feedback.go).
+	configurationSet string
 }
 
 // ErrNoRegion: neither AWS_REGION nor the shared config names a region.
@@ -106,6 +108,7 @@ func (s *Sender) Send(ctx context.Context, m *mail.Message) (string, error) {
 	if msg.ReplyTo != "" {
 		in.ReplyToAddresses = []string{msg.ReplyTo}
 	}
+	s.feedbackFields(in, &msg)
 	out, err := s.client.SendEmail(ctx, in)
 	if err != nil {
 		// Never the recipient: errors reach logs and lifecycle events. SES's

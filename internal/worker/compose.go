@@ -16,6 +16,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/clock"
 	"github.com/linkpipe/linkpipe/internal/config"
+	"github.com/linkpipe/linkpipe/internal/feedback"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
@@ -93,6 +94,46 @@ func NewPacer(ctx context.Context, d Deps, rate float64, quota pace.Quota) (*pac
 		cfg.Metrics = d.Metrics
 	}
 	return pace.Start(ctx, cfg)
+}
+
+// FeedbackSettings are the SES feedback consumer's settings (the mailer
+// process runs it when LINKPIPE_SES_EVENTS_QUEUE_URL is set).
+type FeedbackSettings struct {
+	Queue    feedback.Queue
+	QueueURL string
+}
+
+// NewFeedback builds the consumer of SES's delivery, bounce and complaint
+// events.
+func NewFeedback(d Deps, s FeedbackSettings) (*feedback.Consumer, error) {
+	return feedback.New(feedback.Config{JS: d.JS, Queue: s.Queue, QueueURL: s.QueueURL,
+		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+}
+
+// Together runs every runner until ctx ends; the first that fails stops
+// the others, and its error is returned once all have returned.
+func Together(runners ...Runner) Runner {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make(chan error, len(runners))
+		for _, r := range runners {
+			go func() {
+				err := r(ctx)
+				if err != nil {
+					cancel()
+				}
+				errs <- err
+			}()
+		}
+		var first error
+		for range runners {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 }
 
 // RedeemerSettings are the redeemer's own settings.

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,10 +36,12 @@ import (
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/eventually"
+	"github.com/linkpipe/linkpipe/internal/feedback/sqstest"
 	"github.com/linkpipe/linkpipe/internal/history"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
 	"github.com/linkpipe/linkpipe/internal/mailer"
+	"github.com/linkpipe/linkpipe/internal/suppress"
 	"github.com/linkpipe/linkpipe/internal/syncbuf"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -289,6 +292,15 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("mailer", ml.Run)
+	// The SES feedback consumer runs in the mailer's process, on its
+	// credentials.
+	sesEvents := sqstest.Start(t)
+	fc, err := worker.NewFeedback(mp.Deps("feedback"), worker.FeedbackSettings{
+		Queue: sqs.New(sqs.Options{}, sesEvents.Options()), QueueURL: sesEvents.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("feedback", fc.Run)
 
 	rp := start("redeemer")
 	rd, _, err := worker.NewRedeemer(rp.Deps("redeemer"), worker.RedeemerSettings{Seeds: [][]byte{seed},
@@ -371,6 +383,36 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 			t.Errorf("%s cannot read link %s for the support view: %v", name, linkID, err)
 		}
 	}
+	// SES bounces the email: the feedback consumer (mailer credentials)
+	// publishes bounced, suppresses the address and dead-letters what it
+	// cannot use; the practice lifts the suppression (issuer credentials).
+	sent, _ := sink.Messages(0)
+	bounce, _ := json.Marshal(map[string]any{"eventType": "Bounce", "mail": map[string]any{"messageId": sent[0].MessageID},
+		"bounce": map[string]any{"bounceType": "Permanent", "bounceSubType": "NoEmail",
+			"bouncedRecipients": []map[string]string{{"emailAddress": "pat@example.com"}}}})
+	sesEvents.Send("not an SES event")
+	sesEvents.Send(string(bounce))
+	for {
+		m, err := lifecycle.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatalf("no bounced event: %v", err)
+		}
+		if m.Subject == "links."+linkID+".bounced" {
+			break
+		}
+	}
+	eventually.True(t, 20*time.Second, func() bool { return sesEvents.Len() == 0 }, "the SES events queue to drain")
+	if _, ok, err := suppress.NewList(adminJS).Check(ctx, "pat@example.com"); !ok || err != nil {
+		t.Fatalf("not suppressed: %v", err)
+	}
+	if _, err := events.Publish(ctx, pubJS, &events.AddressUnsuppressed{Envelope: events.Envelope{EventID: "lp-unsup-1", PracticeID: "acme"},
+		Email: "pat@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 20*time.Second, func() bool {
+		_, ok, err := suppress.NewList(adminJS).Check(ctx, "pat@example.com")
+		return !ok && err == nil
+	}, "the issuer to lift the suppression")
 	if v := viol.take(); len(v) != 0 {
 		t.Errorf("the pipeline hit permission violations (the configuration lacks a permission):\n%s", strings.Join(v, "\n"))
 	}
