@@ -24,8 +24,8 @@ import (
 const HeaderReplayOf = "Linkpipe-Replay-Of"
 
 // ErrNotReplayable: the dead letter cannot be re-driven (its original was
-// cut when it was dead-lettered, or its source is not ACTIONS or a mail
-// command).
+// cut when it was dead-lettered, its source is not ACTIONS or a mail
+// command, or the source does not fit the dead-letter subject it is on).
 var ErrNotReplayable = errors.New("bus: dead letter cannot be replayed")
 
 // Letter is one message on DEADLETTER.
@@ -70,14 +70,28 @@ func (l *Letter) ID() string {
 	return ""
 }
 
-// Replayable reports whether Replay can re-drive l (nil), or why not.
+// Replayable reports whether Replay can re-drive l (nil), or why not. The
+// source header is the letter writer's word, so a source must fit the
+// letter's own subject: an action only from deadletter.actions (written by
+// the issuer), a mail command only from deadletter.mail (the mailer).
+// Otherwise a role that may write another dead-letter subject (the
+// redeemer's deadletter.scopes) could have an operator's replay publish a
+// practice action for it.
 func (l *Letter) Replayable() error {
 	switch {
 	case l.Truncated:
 		return fmt.Errorf("%w: the original was cut to %d bytes when it was dead-lettered", ErrNotReplayable, len(l.Data))
 	case l.Source == "":
 		return fmt.Errorf("%w: no source subject", ErrNotReplayable)
-	case strings.HasPrefix(l.Source, MailCommandPrefix), strings.HasPrefix(l.Source, "actions."):
+	case strings.HasPrefix(l.Source, MailCommandPrefix):
+		if l.Subject != DeadLetterPrefix+"mail" {
+			return fmt.Errorf("%w: a mail command on %s (only the mailer's %smail is re-driven)", ErrNotReplayable, l.Subject, DeadLetterPrefix)
+		}
+		return nil
+	case strings.HasPrefix(l.Source, "actions."):
+		if l.Subject != DeadLetterPrefix+"actions" {
+			return fmt.Errorf("%w: an action on %s (only the issuer's %sactions is re-driven)", ErrNotReplayable, l.Subject, DeadLetterPrefix)
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: source %s is neither a mail command nor an action", ErrNotReplayable, l.Source)

@@ -67,3 +67,55 @@ func TestReplayRefusesWhatItCannotRedrive(t *testing.T) {
 		t.Fatalf("second replay: %v", err)
 	}
 }
+
+// A letter's source header is chosen by whoever wrote the letter. Under the
+// least-privilege configuration the redeemer may write deadletter.scopes
+// and the mailer deadletter.mail and deadletter.feedback: a letter there
+// that claims to be a practice action, or one on deadletter.actions that
+// claims to be a mail command, would let that role publish, through an
+// operator's `replay --all`, what it may not (a sign-in for any client, to
+// any address). Replay re-drives an action only from deadletter.actions
+// and a mail command only from deadletter.mail (found by review).
+func TestReplayRefusesALetterOutsideItsSourcesSubject(t *testing.T) {
+	srv := bustest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	signin := []byte(`{"event_id":"evil-1","practice_id":"acme","client":{"id":"c1","email":"mallory@example.com","name":"M"}}`)
+	forged := []struct{ letterSubject, source string }{
+		{bus.DeadLetterPrefix + "scopes", "actions.signin.requested"},
+		{bus.DeadLetterPrefix + "feedback", "actions.signin.requested"},
+		{bus.DeadLetterPrefix + "mail", "actions.signin.requested"},
+		{bus.DeadLetterPrefix + "scopes", bus.MailCommandPrefix + "M9-signin"},
+		{bus.DeadLetterPrefix + "actions", bus.MailCommandPrefix + "M9-signin"},
+	}
+	for _, f := range forged {
+		hdr := nats.Header{}
+		hdr.Set(bus.HeaderSource, f.source)
+		hdr.Set(bus.HeaderReason, "why")
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: f.letterSubject, Header: hdr, Data: signin}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	letters, err := bus.DeadLetters(ctx, js, "")
+	if err != nil || len(letters) != len(forged) {
+		t.Fatalf("%d letters, %v", len(letters), err)
+	}
+	for _, l := range letters {
+		if err := l.Replayable(); !errors.Is(err, bus.ErrNotReplayable) {
+			t.Errorf("letter on %s claiming %s: Replayable %v, want ErrNotReplayable", l.Subject, l.Source, err)
+		}
+		if err := bus.Replay(ctx, js, &l); !errors.Is(err, bus.ErrNotReplayable) {
+			t.Errorf("letter on %s claiming %s: Replay %v, want ErrNotReplayable", l.Subject, l.Source, err)
+		}
+	}
+	for _, stream := range []string{bus.StreamActions, bus.StreamMail} {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := s.Info(ctx); err != nil || info.State.Msgs != 0 {
+			t.Errorf("%s holds %v messages after refused replays (%v)", stream, info.State.Msgs, err)
+		}
+	}
+}
