@@ -294,7 +294,6 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 	ev := &events.LinkEvent{LinkID: linkID, PracticeID: rec.PracticeID, ClientID: rec.ClientID, Purpose: rec.Purpose,
 		MailID: rec.MailID, MailKind: rec.Kind, MessageID: rec.MessageID}
 	var sup *suppress.Entry
-	var addrs []string // the bounced or complaining addresses, when no record has the hash
 	switch kind {
 	case kindDelivery:
 		var at time.Time
@@ -308,44 +307,33 @@ func (c *Consumer) apply(ctx context.Context, m types.Message, log *slog.Logger)
 		ev.EventID = "bounced-" + rec.MailID + "-" + feedbackKey(b.FeedbackID, ev.At)
 		if ev.Reason == events.BouncePermanent {
 			sup = &suppress.Entry{Cause: suppress.CauseBounce, Detail: ev.Detail, At: ev.At}
-			for _, r := range b.BouncedRecipients {
-				addrs = append(addrs, r.EmailAddress)
-			}
 		}
 	case kindComplaint:
 		cp := e.Complaint
 		ev.Type, ev.Detail, ev.At = events.TypeComplained, detail(cp.ComplaintFeedbackType), c.at(cp.Timestamp)
 		ev.EventID = "complained-" + rec.MailID + "-" + feedbackKey(cp.FeedbackID, ev.At)
 		sup = &suppress.Entry{Cause: suppress.CauseComplaint, Detail: ev.Detail, At: ev.At}
-		for _, r := range cp.ComplainedRecipients {
-			addrs = append(addrs, r.EmailAddress)
-		}
 	}
-	if sup != nil {
+	// Only the address the email was sent to is suppressed, by the hash
+	// linkpipe recorded when it sent it, never an address the event names:
+	// whoever can write to the queue could list anyone there.
+	if sup != nil && rec.AddressHash == "" {
+		log.Warn("feedback: no address on record for this email; nothing suppressed", keyReason, sup.Cause)
+	} else if sup != nil {
 		sup.MessageID, sup.MailID, sup.LinkID, sup.PracticeID = rec.MessageID, rec.MailID, rec.LinkID, rec.PracticeID
-		hashes := []string{rec.AddressHash}
-		if rec.AddressHash == "" { // matched by tag: the event names the address
-			hashes = hashes[:0]
-			for _, a := range addrs {
-				hashes = append(hashes, suppress.Hash(a))
-			}
+		// The same event received again after an operator lifted the
+		// suppression it caused (SQS delivers at least once) must not
+		// suppress the address again; a new bounce or complaint does.
+		cur, ok, err := c.suppressions.Lookup(ctx, rec.AddressHash)
+		if err != nil {
+			return kind, retry(err)
 		}
-		for _, h := range hashes {
-			// The same event received again after an operator lifted the
-			// suppression it caused (SQS delivers at least once) must not
-			// suppress the address again; a new bounce or complaint does.
-			cur, ok, err := c.suppressions.Lookup(ctx, h)
-			if err != nil {
+		if !ok || cur.Active() || cur.MessageID != sup.MessageID || cur.Cause != sup.Cause {
+			if err := c.suppressions.Suppress(ctx, rec.AddressHash, sup); err != nil {
 				return kind, retry(err)
 			}
-			if ok && !cur.Active() && cur.MessageID == sup.MessageID && cur.Cause == sup.Cause {
-				continue
-			}
-			if err := c.suppressions.Suppress(ctx, h, sup); err != nil {
-				return kind, retry(err)
-			}
+			log.Debug("feedback: address suppressed", keyReason, sup.Cause)
 		}
-		log.Debug("feedback: address suppressed", keyReason, sup.Cause)
 	}
 	if !events.ValidID(ev.LinkID) {
 		log.Debug("feedback: no id to publish the lifecycle event under")
@@ -408,8 +396,14 @@ func (c *Consumer) match(ctx context.Context, e *sesEvent) (*sentmail.Record, er
 	if d.Status != mailer.StatusSent {
 		return nil, fmt.Errorf("%w: mail %s was not sent", ErrUnmatched, tag)
 	}
+	// The tag is only a hint: an event is about the email only if SES gave
+	// that email the event's message id (a forged event names a real mail
+	// id easily: every recipient sees theirs in the email's headers).
+	if d.MessageID != "" && d.MessageID != e.Mail.MessageID {
+		return nil, fmt.Errorf("%w: message id %q is not the one mail %s was sent with", ErrUnmatched, clip(e.Mail.MessageID), tag)
+	}
 	return &sentmail.Record{MessageID: e.Mail.MessageID, MailID: d.MailID, Kind: d.Kind, LinkID: d.LinkID,
-		PracticeID: d.PracticeID, ClientID: d.ClientID, Purpose: d.Purpose}, nil
+		PracticeID: d.PracticeID, ClientID: d.ClientID, Purpose: d.Purpose, AddressHash: d.AddressHash}, nil
 }
 
 // publishOnce publishes ev unless the link's last event of its type is

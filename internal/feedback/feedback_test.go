@@ -390,8 +390,9 @@ func TestUnusableMessagesAreDeadLetteredAndDeleted(t *testing.T) {
 // linkpipe_mail tag.
 func TestMatchedByTagWithoutRecord(t *testing.T) {
 	e := newEnv(t)
-	cmd, _ := e.email("lee@example.com")
-	ev := sample(t, "event-complaint.json", "0100018c-not-on-record-000000", "lee@example.com")
+	cmd, msgID := e.email("lee@example.com")
+	e.forgetMessageID(msgID) // the crash window between mail.done and the message-id record
+	ev := sample(t, "event-complaint.json", msgID, "lee@example.com")
 	ev = strings.Replace(ev, `"tags":{`, `"tags":{"linkpipe_mail":["`+cmd.MailID+`"],"linkpipe_link":["`+cmd.LinkID+`"],`, 1)
 	e.queue.Send(wrap(t, ev))
 	got := e.waitEvent(cmd.LinkID, events.TypeComplained)
@@ -401,6 +402,70 @@ func TestMatchedByTagWithoutRecord(t *testing.T) {
 	e.drained()
 	if _, ok, _ := suppress.NewList(e.js).Check(e.ctx, "lee@example.com"); !ok {
 		t.Fatal("complaint matched by tag did not suppress")
+	}
+}
+
+// forgetMessageID deletes the message-id record of an email, as if the
+// mailer had stopped between mail.done and that record.
+func (e *env) forgetMessageID(msgID string) {
+	e.t.Helper()
+	kv, err := e.js.KeyValue(e.ctx, bus.BucketMessages)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := kv.Get(e.ctx, msgID); err != nil {
+		e.t.Fatalf("message-id record %s: %v", msgID, err)
+	}
+	if err := kv.Purge(e.ctx, msgID); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// A forged event matched by its linkpipe_mail tag (anyone who can send to
+// the queue and has seen a mail id in an email's headers) suppresses at
+// most the address that email went to, never an address the event lists;
+// and one whose message id is not the one SES gave that email matches
+// nothing (found by review: a forged bounce listing thousands of addresses
+// suppressed every one of them, deployment-wide).
+func TestForgedTagMatchedEventSuppressesNoOtherAddress(t *testing.T) {
+	e := newEnv(t)
+	cmd, msgID := e.email("lee@example.com")
+	e.forgetMessageID(msgID)
+	forged := func(messageID string) string {
+		ev := sample(t, "event-complaint.json", messageID, "lee@example.com")
+		ev = strings.Replace(ev, `"tags":{`, `"tags":{"linkpipe_mail":["`+cmd.MailID+`"],`, 1)
+		return strings.Replace(ev, `"complainedRecipients":[`, `"complainedRecipients":[{"emailAddress":"victim@example.com"},`, 1)
+	}
+	suppressed := func(address string) bool {
+		_, ok, err := suppress.NewList(e.js).Check(e.ctx, address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+
+	// Another message id than SES gave the email: not this email.
+	e.queue.Send(wrap(t, forged("0100018c-forged-0000000000")))
+	e.drained()
+	if _, ok := e.last(cmd.LinkID, events.TypeComplained); ok {
+		t.Fatal("an event with another message id was taken as the email's complaint")
+	}
+	if suppressed("victim@example.com") || suppressed("lee@example.com") {
+		t.Fatal("an event with another message id suppressed an address")
+	}
+	if dl := strings.Join(e.deadLetters(), "\n"); !strings.Contains(dl, cmd.MailID) {
+		t.Fatalf("dead letters %q do not name the mismatched mail", dl)
+	}
+
+	// Its own message id: the email's own address only.
+	e.queue.Send(wrap(t, forged(msgID)))
+	e.waitEvent(cmd.LinkID, events.TypeComplained)
+	e.drained()
+	if suppressed("victim@example.com") {
+		t.Fatal("an address the event listed, not the email's, was suppressed")
+	}
+	if !suppressed("lee@example.com") {
+		t.Fatal("the email's own address was not suppressed")
 	}
 }
 

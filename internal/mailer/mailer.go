@@ -255,11 +255,15 @@ type Done struct {
 	ClientID   string `json:"client_id"`
 	Purpose    string `json:"purpose,omitempty"`
 	// AppointmentID names the appointment of an appointment email.
-	AppointmentID string    `json:"appointment_id,omitempty"`
-	Status        string    `json:"status"`
-	MessageID     string    `json:"message_id,omitempty"`
-	Reason        string    `json:"reason,omitempty"`
-	At            time.Time `json:"at"`
+	AppointmentID string `json:"appointment_id,omitempty"`
+	Status        string `json:"status"`
+	MessageID     string `json:"message_id,omitempty"`
+	// AddressHash is suppress.Hash of the address a sent email went to:
+	// the feedback consumer suppresses that address (and no address an
+	// event names) when it matches an event by its linkpipe_mail tag.
+	AddressHash string    `json:"address_hash,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // Event returns the lifecycle event that reports d: links.<link_id>.sent
@@ -621,7 +625,7 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 	// event. Retried here, not by redelivery, which would send again.
 	done = Done{MailID: cmd.MailID, Kind: cmd.Kind, LinkID: cmd.LinkID, PracticeID: cmd.PracticeID,
 		ClientID: cmd.To.ID, Purpose: cmd.Purpose, AppointmentID: appointmentID(cmd), Status: StatusSent,
-		MessageID: messageID, At: m.cfg.Clock.Now()}
+		MessageID: messageID, AddressHash: suppress.Hash(cmd.To.Email), At: m.cfg.Clock.Now()}
 	if err := m.record(ctx, &done); err != nil {
 		log.Error("email sent but not recorded; a redelivery will send it again", keyMessageID, messageID, keyErr, err)
 		return outcome{retry: true, err: err}
