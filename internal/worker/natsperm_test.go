@@ -430,6 +430,8 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 		{"redeemer", "mail.cmd.x", bus.StreamMail, redeemerJS},
 		{"redeemer", events.SubjectSigninRequested, bus.StreamActions, redeemerJS},
 		{"redeemer", "actions.schedule.reminder.acme.a1.24h", bus.StreamActions, redeemerJS},
+		// the client revocation record is the issuer's alone
+		{"redeemer", "scope.acme.client-1.revocation", bus.StreamScopes, redeemerJS},
 		{"publisher", "mail.cmd.x", bus.StreamMail, pubJS},
 		{"publisher", "scope.acme.client-1.signin", bus.StreamScopes, pubJS},
 		{"publisher", "links." + linkID + ".used", bus.StreamLinks, pubJS},
@@ -470,6 +472,21 @@ func TestLeastPrivilegeConfiguration(t *testing.T) {
 	defer pcancel()
 	if _, err := redeemerJS.Publish(pctx, "actions.renewal.requested", []byte(`{}`)); err != nil {
 		t.Errorf("redeemer cannot publish actions.renewal.requested: %v", err)
+	}
+	// The support view's grants do not reach the workers' durable
+	// consumers: neither the issuer nor the redeemer can delete the
+	// projector.
+	_, issuerJS := connectAs(t, roles["issuer"], "issuer")
+	for name, js := range map[string]jetstream.JetStream{"issuer": issuerJS, "redeemer": redeemerJS} {
+		dctx, dcancel := context.WithTimeout(ctx, 700*time.Millisecond)
+		err := js.DeleteConsumer(dctx, bus.StreamScopes, "projector")
+		dcancel()
+		if err == nil {
+			t.Errorf("the %s deleted SCOPES.projector", name)
+		}
+		if v := viol.take(); len(v) == 0 {
+			t.Errorf("no violation logged for the %s deleting SCOPES.projector", name)
+		}
 	}
 	// A worker cannot create or change a stream.
 	if _, err := redeemerJS.CreateOrUpdateStream(pctx, jetstream.StreamConfig{Name: bus.StreamScopes, Subjects: []string{"scope.>"}, MaxAge: time.Hour}); err == nil {
