@@ -287,7 +287,7 @@ func (i *Issuer) queueApptMail(ctx context.Context, d *delivery, cur *scope.Entr
 	}
 	cmd := &mail.Command{
 		MailID: mailID, Kind: kind, PracticeID: d.env.PracticeID, To: *st.Client,
-		Appointment: clonedAppt(*st.Appointment), CauseEventID: d.env.EventID, At: now,
+		Appointment: clonedAppt(*st.Appointment), CauseEventID: d.env.EventID, At: now, ActionAt: d.at,
 	}
 	if st.LinkID != "" && st.RevokedAt == nil && (st.CanceledAt == nil || kind == mail.KindAppointmentCanceled) {
 		kid, mintEventID, err := i.linkRef(ctx, cur.Subject, st, mint)

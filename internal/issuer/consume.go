@@ -143,7 +143,7 @@ func (i *Issuer) handle(ctx context.Context, msg jetstream.Msg) (string, settlem
 	}
 	env := events.EnvelopeOf(a)
 	log = log.With(keyEventID, env.EventID, keyPracticeID, env.PracticeID)
-	d := &delivery{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, action: a, env: env, log: log}
+	d := &delivery{msg: msg, seq: md.Sequence.Stream, at: md.Timestamp, delivered: md.NumDelivered, action: a, env: env, log: log}
 	r := i.routes[subject]
 
 	key := ledgerKey(subject, env)

@@ -165,8 +165,9 @@ type route struct {
 // delivery is one decoded action and where it came from.
 type delivery struct {
 	msg       jetstream.Msg
-	seq       uint64 // ACTIONS stream sequence
-	delivered uint64 // delivery count, 1 the first time
+	seq       uint64    // ACTIONS stream sequence
+	at        time.Time // when the action reached ACTIONS
+	delivered uint64    // delivery count, 1 the first time
 	action    events.Action
 	env       events.Envelope
 	log       *slog.Logger

@@ -253,7 +253,7 @@ func (i *Issuer) queueMail(ctx context.Context, d *delivery, sp linkSpec, kid, l
 		PracticeID: d.env.PracticeID, To: sp.client, LinkID: linkID,
 		Kid: kid, Purpose: sp.purpose, Scope: sp.scope, MintEventID: d.env.EventID,
 		ValidFrom: w.validFrom, ExpiresAt: w.expiresAt, Document: sp.document,
-		CauseEventID: d.env.EventID, At: w.at,
+		CauseEventID: d.env.EventID, At: w.at, ActionAt: d.at,
 	}
 	return mail.Queue(ctx, i.js, &cmd)
 }

@@ -54,4 +54,8 @@ type Command struct {
 	// CauseEventID is the action that asked for this email.
 	CauseEventID string    `json:"cause_event_id"`
 	At           time.Time `json:"at"`
+	// ActionAt is when that action reached ACTIONS (JetStream's
+	// timestamp): the mailer's action-to-sent histogram starts there.
+	// Absent on commands queued before it existed.
+	ActionAt time.Time `json:"action_at,omitzero"`
 }

@@ -306,6 +306,7 @@ type metrics struct {
 	sent       prometheus.Counter
 	failed     *prometheus.CounterVec
 	sendTime   prometheus.Histogram
+	toSent     prometheus.Histogram
 	duplicates prometheus.Counter
 	poison     prometheus.Counter
 	refusing   prometheus.Gauge
@@ -321,6 +322,10 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		sendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "linkpipe_mailer_send_seconds", Help: "Time the mail provider took to accept or refuse an email.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		toSent: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "linkpipe_action_to_sent_seconds",
+			Help:    "Time from the action reaching ACTIONS to its email accepted by the mail provider (what a client waits).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 14)}), // 10 ms to ~1.5 h
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "linkpipe_mailer_duplicates_total", Help: "Mail commands delivered again after their email was done (not re-sent)."}),
 		poison: prometheus.NewCounter(prometheus.CounterOpts{
@@ -330,7 +335,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Help: "1 while the mail provider refuses every send (sending paused, account suspended, ...): /readyz answers 503."}),
 	}
 	if err := errors.Join(
-		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime),
+		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime), bus.Register(reg, &m.toSent),
 		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison), bus.Register(reg, &m.refusing),
 	); err != nil {
 		return metrics{}, fmt.Errorf("mailer: metrics: %w", err)
@@ -620,6 +625,9 @@ func (m *Mailer) process(ctx context.Context, msg jetstream.Msg, cmd *mail.Comma
 		return outcome{retry: true, err: err}
 	}
 	m.metrics.sent.Inc()
+	if !cmd.ActionAt.IsZero() {
+		m.metrics.toSent.Observe(max(0, m.cfg.Clock.Now().Sub(cmd.ActionAt).Seconds()))
+	}
 
 	// 5. Record: done first (it is what stops a second send), then the
 	// event. Retried here, not by redelivery, which would send again.
