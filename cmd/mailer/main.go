@@ -120,6 +120,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if settings.Concurrency == 0 {
 			settings.Concurrency = pace.Concurrency(lim.Rate())
 		}
+		// On the wire, what the pace needs at SES's measured latency.
+		settings.Sender = gatedSender{next: sesSender, gate: lim.Gate(settings.Concurrency)}
 	}
 	m, err := worker.NewMailer(p.Deps(prog), settings)
 	if err != nil {
