@@ -32,6 +32,9 @@ type Client struct {
 	ID    string `json:"id"`
 	Email string `json:"email,omitempty"`
 	Name  string `json:"name,omitempty"`
+	// Locale is the client's language (BCP 47, "es", "es-MX"); their emails
+	// are in it when linkpipe speaks it, else in the practice's.
+	Locale string `json:"locale,omitempty"`
 }
 
 // Document is a document shared with a client.
@@ -133,6 +136,17 @@ type Practice struct {
 	Name      string `json:"name"`
 	ReplyTo   string `json:"reply_to"`
 	PortalURL string `json:"portal_url"`
+	// Timezone (IANA, "America/Chicago") is the zone expiry times in
+	// sign-in and document emails are written in; UTC when empty.
+	Timezone string `json:"timezone,omitempty"`
+	// Locale (BCP 47) is the default language of the practice's emails and
+	// pages; English when empty or not spoken.
+	Locale string `json:"locale,omitempty"`
+	// LogoURL (https only) is shown at the top of emails and pages.
+	LogoURL string `json:"logo_url,omitempty"`
+	// AccentColor ("#rrggbb") colours buttons; a colour too light for white
+	// text is darkened until it meets WCAG AA.
+	AccentColor string `json:"accent_color,omitempty"`
 }
 
 // Policy overrides link rules for one practice, within the bounds of

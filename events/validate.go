@@ -14,6 +14,8 @@ import (
 	_ "time/tzdata" // appointment time zones must resolve in minimal images
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/language"
 )
 
 // MaxEventSize is the largest action, in bytes, linkpipe accepts.
@@ -139,6 +141,58 @@ func CheckReturnTo(field, s string) error {
 	return nil
 }
 
+// MaxLocaleLen and MaxLogoURLLen bound the branding fields.
+const (
+	MaxLocaleLen  = 35
+	MaxLogoURLLen = 2048
+)
+
+var (
+	localeRe = regexp.MustCompile(`^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$`)
+	colorRe  = regexp.MustCompile(`^#[0-9A-Fa-f]{6}$`)
+)
+
+// CheckLocale validates a BCP 47 language tag ("es", "es-MX"); empty is
+// allowed (no preference). A well-formed tag linkpipe does not speak is
+// accepted: its emails and pages fall back to the next choice.
+func CheckLocale(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > MaxLocaleLen || !localeRe.MatchString(s) {
+		return fieldErr(field, "not a BCP 47 language tag such as \"es\" or \"es-MX\"")
+	}
+	if _, err := language.Parse(s); err != nil {
+		return fieldErr(field, "not a BCP 47 language tag such as \"es\" or \"es-MX\": %v", err)
+	}
+	return nil
+}
+
+// CheckLogoURL validates a logo's address: absolute https, no user
+// information, no spaces; empty means no logo.
+func CheckLogoURL(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkText(field, s, MaxLogoURLLen, false); err != nil {
+		return err
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(s, " \t\\") || !strings.HasPrefix(s, "https://") {
+		return fieldErr(field, "must be an absolute https URL (https://...) without user information or spaces")
+	}
+	return nil
+}
+
+// CheckAccentColor validates a colour written #rrggbb; empty means the
+// default.
+func CheckAccentColor(field, s string) error {
+	if s == "" || colorRe.MatchString(s) {
+		return nil
+	}
+	return fieldErr(field, "must be a colour written #rrggbb, such as \"#1f6f5c\"")
+}
+
 // CheckPortalURL validates a portal base URL: absolute http(s), no query.
 func CheckPortalURL(field, s string) error {
 	if s == "" {
@@ -196,7 +250,10 @@ func (c *Client) validateFull(field string) error {
 	if err := CheckEmail(field+".email", c.Email); err != nil {
 		return err
 	}
-	return checkText(field+".name", c.Name, MaxNameLen, false)
+	if err := checkText(field+".name", c.Name, MaxNameLen, false); err != nil {
+		return err
+	}
+	return CheckLocale(field+".locale", c.Locale)
 }
 
 func checkTimezone(field, tz string) error {
@@ -316,6 +373,9 @@ func (a *ClientLinksRevoked) Validate() error {
 	if err := checkID("client.id", a.Client.ID); err != nil {
 		return err
 	}
+	if err := CheckLocale("client.locale", a.Client.Locale); err != nil {
+		return err
+	}
 	return checkText("reason", a.Reason, MaxReasonLen, false)
 }
 
@@ -349,6 +409,20 @@ func (a *PracticeUpdated) Validate() error {
 		}
 	}
 	if err := CheckPortalURL("practice.portal_url", a.Practice.PortalURL); err != nil {
+		return err
+	}
+	if a.Practice.Timezone != "" {
+		if err := checkTimezone("practice.timezone", a.Practice.Timezone); err != nil {
+			return err
+		}
+	}
+	if err := CheckLocale("practice.locale", a.Practice.Locale); err != nil {
+		return err
+	}
+	if err := CheckLogoURL("practice.logo_url", a.Practice.LogoURL); err != nil {
+		return err
+	}
+	if err := CheckAccentColor("practice.accent_color", a.Practice.AccentColor); err != nil {
 		return err
 	}
 	if p := a.Policy; p != nil {

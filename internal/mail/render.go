@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/practice"
 )
 
@@ -43,25 +44,30 @@ func Render(cmd *Command, p practice.Settings, linkURL string) (*Message, error)
 	if practiceName == "" {
 		practiceName = cmd.PracticeID
 	}
-	c, err := build(&view{cmd: cmd, practice: practiceName, url: linkURL})
+	lang := catalogue.ForEmail(cmd.To.Locale, p.Locale)
+	c, err := build(&view{cmd: cmd, practice: practiceName, url: linkURL, lang: lang, zone: p.Location()})
 	if err != nil {
 		return nil, err
 	}
+	c.Lang = lang.Code()
 	c.Practice = practiceName
+	c.Logo = p.LogoURL
+	c.Accent = p.ButtonColor()
+	c.CopyHint = lang.T("If the button does not work, copy this address into your browser:")
 	c.URL = linkURL
 	if c.Button == "" {
 		c.URL = ""
 	}
 	if name := HeaderValue(cmd.To.Name); name != "" {
-		c.Greeting = "Hello " + name + ","
+		c.Greeting = lang.T("Hello %s,", name)
 	} else {
-		c.Greeting = "Hello,"
+		c.Greeting = lang.T("Hello,")
 	}
 	replyTo := HeaderValue(p.ReplyTo)
 	if replyTo != "" {
-		c.Footer = "Sent by " + practiceName + " through its client portal. Reply to this email to reach " + practiceName + "."
+		c.Footer = lang.T("Sent by %s through its client portal. Reply to this email to reach %s.", practiceName, practiceName)
 	} else {
-		c.Footer = "Sent by " + practiceName + " through its client portal. Replies to this address are not read; please contact " + practiceName + " directly."
+		c.Footer = lang.T("Sent by %s through its client portal. Replies to this address are not read; please contact %s directly.", practiceName, practiceName)
 	}
 
 	var text, html bytes.Buffer
@@ -87,8 +93,14 @@ func Render(cmd *Command, p practice.Settings, linkURL string) (*Message, error)
 	return m, nil
 }
 
+// catalogue is every language's text; built once from this repository's
+// own messages (immutable, like the templates below).
+var catalogue = locale.MustNew()
+
 // content is what a kind's renderer decides; the templates lay it out.
 type content struct {
+	// Lang is the email's language (<html lang>).
+	Lang    string
 	Subject string
 	// Preheader is the line mail clients show after the subject.
 	Preheader string
@@ -98,11 +110,17 @@ type content struct {
 	// Button labels the link; empty means the email carries no link.
 	Button string
 	URL    string
+	// CopyHint introduces the link written out under the button.
+	CopyHint string
 	// Notes come after the link: how long it works, how often, what to do
 	// if it stops working.
 	Notes    []string
 	Practice string
-	Footer   string
+	// Logo is the practice's logo (https), shown with the practice's name
+	// as its text alternative; Accent the button's colour.
+	Logo   string
+	Accent string
+	Footer string
 }
 
 // view is what a renderer reads.
@@ -110,6 +128,10 @@ type view struct {
 	cmd      *Command
 	practice string
 	url      string
+	lang     *locale.Lang
+	// zone is the practice's time zone: link expiry in sign-in and
+	// document emails is written in it.
+	zone *time.Location
 }
 
 type renderer func(v *view) (content, error)
@@ -138,15 +160,6 @@ func Kinds() []string {
 	return slices.Sorted(maps.Keys(renderers()))
 }
 
-// Time layouts: link validity in UTC (we do not know the client's zone),
-// appointments in the appointment's own zone.
-const (
-	layoutShort   = "Mon 2 Jan, 15:04 MST"
-	layoutApptSub = "Mon 2 Jan, 3:04 PM MST"
-	layoutApptDay = "Monday 2 January, 3:04 PM"
-	layoutApptEnd = "3:04 PM MST"
-)
-
 const clickNote = "The link opens a page with a button; nothing happens until you press it, so it is safe for your email provider to check the link first. If the link no longer works, that page tells you why and lets you ask for a fresh one."
 
 func (v *view) requireLink() error {
@@ -156,12 +169,13 @@ func (v *view) requireLink() error {
 	return nil
 }
 
-// until is the link's expiry in UTC ("Tue 24 Nov, 14:05 UTC").
+// until is the link's expiry in the practice's time zone (UTC for a
+// practice that set none): "Tue 24 Nov, 08:05 CST".
 func (v *view) until() (string, error) {
 	if v.cmd.ExpiresAt.IsZero() {
 		return "", fmt.Errorf("%w: %s email without expires_at", ErrBadCommand, v.cmd.Kind)
 	}
-	return v.cmd.ExpiresAt.UTC().Format(layoutShort), nil
+	return v.lang.Date(v.cmd.ExpiresAt.In(v.zone), locale.Short), nil
 }
 
 // lifetime is how long the link works from its start, in words.
@@ -173,7 +187,15 @@ func (v *view) lifetime() string {
 	if from.IsZero() {
 		return ""
 	}
-	return humanDuration(v.cmd.ExpiresAt.Sub(from))
+	return v.lang.Duration(v.cmd.ExpiresAt.Sub(from))
+}
+
+// validity says how long a one-time link works.
+func (v *view) validity(until string) string {
+	if d := v.lifetime(); d != "" {
+		return v.lang.T("This link works once and is valid for %s, until %s.", d, until)
+	}
+	return v.lang.T("This link works once, until %s.", until)
 }
 
 func renderSignin(v *view) (content, error) {
@@ -184,19 +206,16 @@ func renderSignin(v *view) (content, error) {
 	if err != nil {
 		return content{}, err
 	}
-	valid := "This link works once, until " + until + "."
-	if d := v.lifetime(); d != "" {
-		valid = "This link works once and is valid for " + d + ", until " + until + "."
-	}
+	l := v.lang
 	return content{
-		Subject:   "Your sign-in link for " + v.practice + " (valid until " + until + ")",
-		Preheader: "Sign in to " + v.practice + ". The link works once, until " + until + ".",
-		Intro:     []string{"Here is your link to sign in to the client portal of " + v.practice + "."},
-		Button:    "Sign in to " + v.practice,
+		Subject:   l.T("Your sign-in link for %s (valid until %s)", v.practice, until),
+		Preheader: l.T("Sign in to %s. The link works once, until %s.", v.practice, until),
+		Intro:     []string{l.T("Here is your link to sign in to the client portal of %s.", v.practice)},
+		Button:    l.T("Sign in to %s", v.practice),
 		Notes: []string{
-			valid + " If you ask for another sign-in link, only the newest one works.",
-			clickNote,
-			"If you did not ask for this link, you can ignore this email: nobody can sign in without it.",
+			v.validity(until) + " " + l.T("If you ask for another sign-in link, only the newest one works."),
+			l.T(clickNote),
+			l.T("If you did not ask for this link, you can ignore this email: nobody can sign in without it."),
 		},
 	}, nil
 }
@@ -213,23 +232,20 @@ func renderDocument(v *view) (content, error) {
 		return content{}, err
 	}
 	title := HeaderValue(v.cmd.Document.Title)
-	valid := "This link works once, until " + until + "."
-	if d := v.lifetime(); d != "" {
-		valid = "This link works once and is valid for " + d + ", until " + until + "."
-	}
+	l := v.lang
 	return content{
-		Subject:   v.practice + " shared \u201c" + title + "\u201d with you (link valid until " + until + ")",
-		Preheader: v.practice + " shared a document with you. The link works once, until " + until + ".",
-		Intro:     []string{v.practice + " shared a document with you: \u201c" + title + "\u201d."},
-		Button:    "Open the document",
-		Notes:     []string{valid, clickNote},
+		Subject:   l.T("%s shared \u201c%s\u201d with you (link valid until %s)", v.practice, title, until),
+		Preheader: l.T("%s shared a document with you. The link works once, until %s.", v.practice, until),
+		Intro:     []string{l.T("%s shared a document with you: \u201c%s\u201d.", v.practice, title)},
+		Button:    l.T("Open the document"),
+		Notes:     []string{v.validity(until), l.T(clickNote)},
 	}, nil
 }
 
 // appt is an appointment's times in its own zone, in words.
 type appt struct {
 	short     string // "Tue 1 Dec, 9:00 AM CST" (subjects)
-	long      string // "Tuesday 1 December, 9:00 AM - 9:50 AM CST"
+	long      string // "Tuesday 1 December, 9:00 AM – 9:50 AM CST"
 	with      string // " with Dr Lee" or ""
 	tele      bool
 	linkUntil string // link expiry in the appointment's zone
@@ -248,18 +264,19 @@ func (v *view) appointment() (appt, error) {
 		}
 		loc = l
 	}
+	l := v.lang
 	start := a.StartsAt.In(loc)
-	out := appt{short: start.Format(layoutApptSub), tele: a.Telehealth}
+	out := appt{short: l.Date(start, locale.DayTime), tele: a.Telehealth}
 	if a.EndsAt != nil {
-		out.long = start.Format(layoutApptDay) + " \u2013 " + a.EndsAt.In(loc).Format(layoutApptEnd)
+		out.long = l.Date(start, locale.LongDay) + " \u2013 " + l.Date(a.EndsAt.In(loc), locale.ClockTime)
 	} else {
-		out.long = start.Format(layoutApptDay + " MST")
+		out.long = l.Date(start, locale.LongDay) + " " + start.Format("MST")
 	}
 	if name := HeaderValue(a.ClinicianName); name != "" {
-		out.with = " with " + name
+		out.with = l.T(" with %s", name)
 	}
 	if !v.cmd.ExpiresAt.IsZero() {
-		out.linkUntil = v.cmd.ExpiresAt.In(loc).Format(layoutApptSub)
+		out.linkUntil = l.Date(v.cmd.ExpiresAt.In(loc), locale.DayTime)
 	}
 	return out, nil
 }
@@ -268,21 +285,21 @@ func (v *view) appointment() (appt, error) {
 // carries the video link (none for in-person appointments or a command
 // without a link).
 func (v *view) telehealth(a appt) (button string, notes []string, err error) {
+	l := v.lang
 	if v.cmd.LinkID == "" {
 		if a.tele {
-			return "", []string{"To join the video appointment, sign in to the client portal, or reply to this email to ask the practice for a link."}, nil
+			return "", []string{l.T("To join the video appointment, sign in to the client portal, or reply to this email to ask the practice for a link.")}, nil
 		}
-		return "", []string{"This appointment is in person."}, nil
+		return "", []string{l.T("This appointment is in person.")}, nil
 	}
 	if err := v.requireLink(); err != nil {
 		return "", nil, err
 	}
-	reuse := "You can use this link as often as you need"
+	reuse := l.T("You can use this link as often as you need: if you lose the connection, click it again to rejoin.")
 	if a.linkUntil != "" {
-		reuse += ", until " + a.linkUntil
+		reuse = l.T("You can use this link as often as you need, until %s: if you lose the connection, click it again to rejoin.", a.linkUntil)
 	}
-	reuse += ": if you lose the connection, click it again to rejoin."
-	return "Join the video appointment", []string{reuse, clickNote}, nil
+	return l.T("Join the video appointment"), []string{reuse, l.T(clickNote)}, nil
 }
 
 // appointmentMail is what the appointment emails that may carry the
@@ -295,9 +312,9 @@ func (v *view) appointmentMail() (a appt, button string, notes []string, kind st
 	if button, notes, err = v.telehealth(a); err != nil {
 		return a, "", nil, "", err
 	}
-	kind = "appointment"
+	kind = v.lang.T("appointment")
 	if a.tele {
-		kind = "video appointment"
+		kind = v.lang.T("video appointment")
 	}
 	return a, button, notes, kind, nil
 }
@@ -307,10 +324,11 @@ func renderAppointmentConfirmed(v *view) (content, error) {
 	if err != nil {
 		return content{}, err
 	}
+	l := v.lang
 	return content{
-		Subject:   "Appointment confirmed: " + a.short + a.with + " \u2013 " + v.practice,
-		Preheader: "Your " + kind + " on " + a.short + " is confirmed.",
-		Intro:     []string{"Your " + kind + a.with + " at " + v.practice + " is confirmed for " + a.long + "."},
+		Subject:   l.T("Appointment confirmed: %s%s \u2013 %s", a.short, a.with, v.practice),
+		Preheader: l.T("Your %s on %s is confirmed.", kind, a.short),
+		Intro:     []string{l.T("Your %s%s at %s is confirmed for %s.", kind, a.with, v.practice, a.long)},
 		Button:    button,
 		Notes:     notes,
 	}, nil
@@ -321,10 +339,11 @@ func renderAppointmentReminder(v *view) (content, error) {
 	if err != nil {
 		return content{}, err
 	}
+	l := v.lang
 	return content{
-		Subject:   "Reminder: your appointment on " + a.short + a.with + " \u2013 " + v.practice,
-		Preheader: "A reminder of your " + kind + " on " + a.short + ".",
-		Intro:     []string{"This is a reminder of your " + kind + a.with + " at " + v.practice + " on " + a.long + "."},
+		Subject:   l.T("Reminder: your appointment on %s%s \u2013 %s", a.short, a.with, v.practice),
+		Preheader: l.T("A reminder of your %s on %s.", kind, a.short),
+		Intro:     []string{l.T("This is a reminder of your %s%s at %s on %s.", kind, a.with, v.practice, a.long)},
 		Button:    button,
 		Notes:     notes,
 	}, nil
@@ -335,13 +354,14 @@ func renderAppointmentRescheduled(v *view) (content, error) {
 	if err != nil {
 		return content{}, err
 	}
+	l := v.lang
 	if button != "" {
-		notes = append([]string{"Your video link stays the same; it now works for the new time."}, notes...)
+		notes = append([]string{l.T("Your video link stays the same; it now works for the new time.")}, notes...)
 	}
 	return content{
-		Subject:   "Appointment moved to " + a.short + a.with + " \u2013 " + v.practice,
-		Preheader: "Your appointment now takes place on " + a.short + ".",
-		Intro:     []string{"Your appointment" + a.with + " at " + v.practice + " has moved. It now takes place on " + a.long + "."},
+		Subject:   l.T("Appointment moved to %s%s \u2013 %s", a.short, a.with, v.practice),
+		Preheader: l.T("Your appointment now takes place on %s.", a.short),
+		Intro:     []string{l.T("Your appointment%s at %s has moved. It now takes place on %s.", a.with, v.practice, a.long)},
 		Button:    button,
 		Notes:     notes,
 	}, nil
@@ -352,38 +372,17 @@ func renderAppointmentCanceled(v *view) (content, error) {
 	if err != nil {
 		return content{}, err
 	}
+	l := v.lang
 	notes := []string{}
 	if a.tele {
-		notes = append(notes, "The video link of this appointment no longer works.")
+		notes = append(notes, l.T("The video link of this appointment no longer works."))
 	}
 	return content{
-		Subject:   "Appointment canceled: " + a.short + a.with + " \u2013 " + v.practice,
-		Preheader: "Your appointment on " + a.short + " has been canceled.",
-		Intro:     []string{"Your appointment" + a.with + " at " + v.practice + " on " + a.long + " has been canceled."},
+		Subject:   l.T("Appointment canceled: %s%s \u2013 %s", a.short, a.with, v.practice),
+		Preheader: l.T("Your appointment on %s has been canceled.", a.short),
+		Intro:     []string{l.T("Your appointment%s at %s on %s has been canceled.", a.with, v.practice, a.long)},
 		Notes:     notes,
 	}, nil
-}
-
-// humanDuration says d in words: "24 hours", "3 days", "90 minutes".
-func humanDuration(d time.Duration) string {
-	plural := func(n int64, unit string) string {
-		if n == 1 {
-			return "1 " + unit
-		}
-		return fmt.Sprintf("%d %ss", n, unit)
-	}
-	switch {
-	case d <= 0:
-		return ""
-	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
-		return plural(int64(d/(24*time.Hour)), "day")
-	case d >= time.Hour && d%time.Hour == 0:
-		return plural(int64(d/time.Hour), "hour")
-	case d >= 2*time.Hour:
-		return plural(int64((d+30*time.Minute)/time.Hour), "hour")
-	default:
-		return plural(int64((d+30*time.Second)/time.Minute), "minute")
-	}
 }
 
 var textTmpl = texttemplate.Must(texttemplate.New("text").Parse(strings.TrimLeft(`
@@ -401,7 +400,7 @@ var textTmpl = texttemplate.Must(texttemplate.New("text").Parse(strings.TrimLeft
 `, "\n")))
 
 var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!DOCTYPE html>
-<html lang="en">
+<html lang="{{.Lang}}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -413,11 +412,13 @@ var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!DOCTYPE html>
 <tr><td align="center">
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:560px;background:#ffffff;border-radius:8px;padding:32px;">
 <tr><td>
-<p style="margin:0 0 24px;font-size:14px;color:#52606d;font-weight:600;">{{.Practice}}</p>
+{{if .Logo}}<p style="margin:0 0 24px;"><img src="{{.Logo}}" alt="{{.Practice}}" height="48" style="display:block;height:48px;width:auto;max-width:100%;border:0;"></p>
+{{else}}<p style="margin:0 0 24px;font-size:14px;color:#52606d;font-weight:600;">{{.Practice}}</p>
+{{end}}
 <p style="margin:0 0 16px;font-size:16px;line-height:1.5;">{{.Greeting}}</p>
 {{range .Intro}}<p style="margin:0 0 16px;font-size:16px;line-height:1.5;">{{.}}</p>
-{{end}}{{if .URL}}<p style="margin:24px 0;"><a href="{{.URL}}" style="display:inline-block;background:#1f6feb;color:#ffffff;text-decoration:none;font-size:16px;font-weight:600;padding:12px 24px;border-radius:6px;">{{.Button}}</a></p>
-<p style="margin:0 0 16px;font-size:13px;line-height:1.5;color:#52606d;">If the button does not work, copy this address into your browser:<br><a href="{{.URL}}" style="color:#1f6feb;word-break:break-all;">{{.URL}}</a></p>
+{{end}}{{if .URL}}<p style="margin:24px 0;"><a href="{{.URL}}" style="display:inline-block;background:{{.Accent}};color:#ffffff;text-decoration:none;font-size:16px;font-weight:600;padding:12px 24px;border-radius:6px;">{{.Button}}</a></p>
+<p style="margin:0 0 16px;font-size:13px;line-height:1.5;color:#52606d;">{{.CopyHint}}<br><a href="{{.URL}}" style="color:{{.Accent}};word-break:break-all;">{{.URL}}</a></p>
 {{end}}{{range .Notes}}<p style="margin:0 0 16px;font-size:14px;line-height:1.5;color:#323f4b;">{{.}}</p>
 {{end}}<hr style="border:none;border-top:1px solid #e4e7eb;margin:24px 0 16px;">
 <p style="margin:0;font-size:12px;line-height:1.5;color:#52606d;">{{.Footer}}</p>

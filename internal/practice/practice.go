@@ -35,6 +35,15 @@ type Settings struct {
 	// PortalURL is the portal's base; empty means the redeemer's default.
 	PortalURL string
 	Policy    link.Policy
+	// Timezone (IANA) is where expiry times in emails are written; empty
+	// means UTC (see Location).
+	Timezone string
+	// Locale (BCP 47) is the default language of emails and pages.
+	Locale string
+	// LogoURL (https) and AccentColor (#rrggbb, see ButtonColor) brand the
+	// practice's emails and pages.
+	LogoURL     string
+	AccentColor string
 	// Known is false for a practice that never sent settings.
 	Known bool
 }
@@ -114,6 +123,8 @@ func fromRecord(id string, r record) Settings {
 	return Settings{
 		ID: id, Name: r.Practice.Name, ReplyTo: r.Practice.ReplyTo,
 		PortalURL: r.Practice.PortalURL, Policy: link.PolicyFrom(r.Policy), Known: true,
+		Timezone: r.Practice.Timezone, Locale: r.Practice.Locale,
+		LogoURL: r.Practice.LogoURL, AccentColor: r.Practice.AccentColor,
 	}
 }
 

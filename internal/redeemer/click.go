@@ -148,7 +148,7 @@ func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
 	}
 	if c.issued == nil {
 		r.m.clicks.WithLabelValues(methodLabel(method), outcomeNotFound).Inc()
-		r.refuse(w, c, events.ReasonNotFound)
+		r.refuse(w, req, c, events.ReasonNotFound)
 		return
 	}
 	now := r.clock.Now()
@@ -158,18 +158,18 @@ func (r *Redeemer) serveGet(w http.ResponseWriter, req *http.Request) {
 		r.publishClick(ctx, c, events.TypeTouched, "", v.Reason, req, now)
 		if v.OK {
 			r.m.clicks.WithLabelValues(methodLabel(method), outcomeConfirm).Inc()
-			r.confirm(w, c)
+			r.confirm(w, req, c)
 			return
 		}
 		r.m.clicks.WithLabelValues(methodLabel(method), outcomeRefused).Inc()
-		r.refuse(w, c, v.Reason)
+		r.refuse(w, req, c, v.Reason)
 		return
 	}
 	switch {
 	case v.OK:
 		r.publishClick(ctx, c, events.TypeTouched, "", "", req, now)
 		r.m.clicks.WithLabelValues(methodLabel(method), outcomeConfirm).Inc()
-		r.confirm(w, c)
+		r.confirm(w, req, c)
 	case v.Reason == events.ReasonUsed:
 		if reason, through := r.usedBy(req, c, now); through {
 			r.through(ctx, w, req, c, now)
@@ -193,7 +193,7 @@ func (r *Redeemer) servePost(w http.ResponseWriter, req *http.Request) {
 	}
 	if c.issued == nil {
 		r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeNotFound).Inc()
-		r.refuse(w, c, events.ReasonNotFound)
+		r.refuse(w, req, c, events.ReasonNotFound)
 		return
 	}
 	conflicted := false
@@ -303,7 +303,7 @@ func (r *Redeemer) refused(ctx context.Context, w http.ResponseWriter, req *http
 	if reason != events.ReasonNotFound { // no event carries not_found
 		r.publishClick(ctx, c, events.TypeExpired, reason, "", req, now)
 	}
-	r.refuse(w, c, reason)
+	r.refuse(w, req, c, reason)
 }
 
 // ticketFor signs the portal ticket of a redemption and names its target.
@@ -421,14 +421,14 @@ func clickEventID(linkID, typ, reason, verdict, method string, scanner bool, now
 func (r *Redeemer) unavailable(w http.ResponseWriter, req *http.Request, method string, err error) {
 	r.m.clicks.WithLabelValues(methodLabel(method), outcomeUnavailable).Inc()
 	r.log.Error("redeemer: click not answered", keyErr, err)
-	r.pages.render(w, http.StatusServiceUnavailable, "unavailable", pageData{Title: "Please try again in a minute"})
+	r.unavailablePage(w, req)
 }
 
 func (r *Redeemer) serveNotFound(w http.ResponseWriter, req *http.Request) {
 	r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeNotFound).Inc()
-	r.refuse(w, &click{}, events.ReasonNotFound)
+	r.refuse(w, req, &click{}, events.ReasonNotFound)
 }
 
 func (r *Redeemer) serveForbidden(w http.ResponseWriter, req *http.Request) {
-	r.pages.render(w, http.StatusForbidden, "forbidden", pageData{Title: "Please open the link from your email"})
+	r.forbidden(w, req)
 }

@@ -374,7 +374,7 @@ func (r *Redeemer) protect(next http.Handler) http.Handler {
 		if strings.HasPrefix(req.URL.Path, "/l/") && !r.clickIPs.allow(r.clientKey(req), r.clock.Now()) {
 			r.m.clicks.WithLabelValues(methodLabel(req.Method), outcomeLimited).Inc()
 			h.Set("Retry-After", "10")
-			r.pages.render(w, http.StatusTooManyRequests, "limited", pageData{Title: "Too many requests"})
+			r.limited(w, req)
 			return
 		}
 		next.ServeHTTP(w, req)

@@ -40,7 +40,7 @@ func (r *Redeemer) serveRenew(w http.ResponseWriter, req *http.Request) {
 	ctx, cancel := context.WithTimeout(req.Context(), opTimeout)
 	defer cancel()
 	r.m.renewals.WithLabelValues(r.renew(ctx, req)).Inc()
-	r.pages.render(w, http.StatusOK, "renewed", pageData{Title: "Check your email"})
+	r.renewed(w, req)
 }
 
 // renew asks, for the clicked link's client, for a way back in, within the
