@@ -27,7 +27,7 @@ func ts(s string) *time.Time {
 	return &t
 }
 
-var client = events.Client{ID: "c-7", Email: "pat@example.com", Name: "Pat Doe"}
+var client = events.Client{ID: "c-7", Email: "pat@example.com", Name: "Pat Doe", Locale: "es-MX"}
 
 // samples are one valid value of every action; their JSON is pinned by
 // testdata/golden/<subject>.json.
@@ -49,7 +49,8 @@ func samples() []events.Action {
 		&events.RenewalRequested{Envelope: env("renew-9"), LinkID: "Lx3a9"},
 		&events.AddressUnsuppressed{Envelope: env("unsup-1"), Email: "pat@example.com"},
 		&events.PracticeUpdated{Envelope: env("evt-8"),
-			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example"},
+			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example",
+				Timezone: "America/Chicago", Locale: "es", LogoURL: "https://cdn.acme.example/logo.png", AccentColor: "#1f6f5c"},
 			Policy:   &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
 	}
 }
@@ -143,6 +144,18 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 		{"unknown zone", events.SubjectAppointmentScheduled, `{"event_id":"e","practice_id":"p","client":{"id":"c","email":"a@b.co"},"appointment":{"id":"a","starts_at":"2026-12-01T15:00:00Z","ends_at":"2026-12-01T16:00:00Z","timezone":"Mars/Olympus"}}`, nil, "appointment.timezone"},
 		{"unsuppress without email", events.SubjectAddressUnsuppressed, `{"event_id":"e","practice_id":"p"}`, nil, "email"},
 		{"unsuppress bad email", events.SubjectAddressUnsuppressed, `{"event_id":"e","practice_id":"p","email":"a@b.co\r\nBcc: x@evil.co"}`, nil, "email"},
+		{"client locale not a tag", events.SubjectSigninRequested, strings.Replace(valid, `"name":"A"`, `"name":"A","locale":"spanish please"`, 1), nil, "client.locale"},
+		{"client locale too long", events.SubjectSigninRequested, strings.Replace(valid, `"name":"A"`, `"name":"A","locale":"es-`+strings.Repeat("abcdefgh-", 5)+`x"`, 1), nil, "client.locale"},
+		{"client locale CRLF", events.SubjectSigninRequested, strings.Replace(valid, `"name":"A"`, `"name":"A","locale":"es\r\nX"`, 1), nil, "client.locale"},
+		{"practice locale", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","locale":"es_ES"}}`, nil, "practice.locale"},
+		{"practice zone", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","timezone":"Mars/Olympus"}}`, nil, "practice.timezone"},
+		{"logo over http", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","logo_url":"http://x.co/l.png"}}`, nil, "practice.logo_url"},
+		{"logo javascript", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","logo_url":"javascript:alert(1)"}}`, nil, "practice.logo_url"},
+		{"logo with userinfo", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","logo_url":"https://u:p@x.co/l.png"}}`, nil, "practice.logo_url"},
+		{"logo host breaks the CSP", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","logo_url":"https://x.co;script-src/l.png"}}`, nil, "practice.logo_url"},
+		{"logo relative", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","logo_url":"/l.png"}}`, nil, "practice.logo_url"},
+		{"accent not hex", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","accent_color":"red"}}`, nil, "practice.accent_color"},
+		{"accent CSS injection", events.SubjectPracticeUpdated, `{"event_id":"e","practice_id":"p","practice":{"name":"n","reply_to":"r@p.co","portal_url":"https://x.co","accent_color":"#fff;background:url(x)"}}`, nil, "practice.accent_color"},
 		{"bad reminder", events.SubjectAppointmentScheduled, `{"event_id":"e","practice_id":"p","client":{"id":"c","email":"a@b.co"},"appointment":{"id":"a","starts_at":"2026-12-01T15:00:00Z","ends_at":"2026-12-01T16:00:00Z","timezone":"UTC"},"reminders":["soon"]}`, nil, "reminders[0]"},
 	}
 	for _, c := range cases {

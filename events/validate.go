@@ -150,6 +150,10 @@ const (
 var (
 	localeRe = regexp.MustCompile(`^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$`)
 	colorRe  = regexp.MustCompile(`^#[0-9A-Fa-f]{6}$`)
+	// logoHostRe is a DNS name with an optional port: pages put the logo's
+	// origin in their Content-Security-Policy, where ";" or "," would add
+	// or change a directive.
+	logoHostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
 )
 
 // CheckLocale validates a BCP 47 language tag ("es", "es-MX"); empty is
@@ -168,8 +172,8 @@ func CheckLocale(field, s string) error {
 	return nil
 }
 
-// CheckLogoURL validates a logo's address: absolute https, no user
-// information, no spaces; empty means no logo.
+// CheckLogoURL validates a logo's address: absolute https on a DNS name,
+// no user information, no spaces; empty means no logo.
 func CheckLogoURL(field, s string) error {
 	if s == "" {
 		return nil
@@ -178,7 +182,7 @@ func CheckLogoURL(field, s string) error {
 		return err
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(s, " \t\\") || !strings.HasPrefix(s, "https://") {
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(s, " \t\\") || !strings.HasPrefix(s, "https://") || !logoHostRe.MatchString(u.Host) {
 		return fieldErr(field, "must be an absolute https URL (https://...) without user information or spaces")
 	}
 	return nil

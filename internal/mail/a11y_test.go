@@ -1,18 +1,21 @@
 package mail_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/browsertest"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/mail"
+	"github.com/linkpipe/linkpipe/internal/practice"
 )
 
-// emailLanguages are the languages every email is checked in. Emails are
-// English only so far; a language added to the catalogue is added here (and
-// set on the command's client).
-var emailLanguages = []string{"en"}
+// emailLanguages are the languages every email is checked in (the client's
+// locale on the command); TestEveryLanguageIsChecked keeps it in step with
+// the catalogue.
+var emailLanguages = []string{"en", "es"}
 
 // everyEmail is one command of each email kind, with the variants that lay
 // out differently (a link or none, telehealth or in person).
@@ -57,18 +60,34 @@ func TestEmailsAccessible(t *testing.T) {
 		}
 	}
 	ctx := browsertest.Start(t, browsertest.Timeout(3*time.Minute))
+	practices := map[string]practice.Settings{"plain": settings(), "branded": branded()}
 	for _, lang := range emailLanguages {
-		for name, c := range emails {
-			link := url
-			if c.LinkID == "" {
-				link = ""
+		for pname, p := range practices {
+			for name, c := range everyEmail() {
+				c.To.Locale = lang
+				link := url
+				if c.LinkID == "" {
+					link = ""
+				}
+				m, err := mail.Render(c, p, link)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				browsertest.CheckPage(ctx, t, browsertest.Page{Name: "email-" + pname + "-" + name, Lang: lang, URL: browsertest.ServeHTML(t, m.HTML),
+					Rules: browsertest.WCAG()})
 			}
-			m, err := mail.Render(c, settings(), link)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			browsertest.CheckPage(ctx, t, browsertest.Page{Name: "email-" + name, Lang: lang, URL: browsertest.ServeHTML(t, m.HTML),
-				Rules: browsertest.WCAG()})
 		}
+	}
+}
+
+// TestEveryLanguageIsChecked: a language added to the catalogue is checked
+// for accessibility too.
+func TestEveryLanguageIsChecked(t *testing.T) {
+	var got []string
+	for _, tag := range locale.Supported() {
+		got = append(got, tag.String())
+	}
+	if strings.Join(got, ",") != strings.Join(emailLanguages, ",") {
+		t.Errorf("catalogue has %v, accessibility checks %v", got, emailLanguages)
 	}
 }

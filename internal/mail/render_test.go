@@ -203,3 +203,52 @@ func BenchmarkRenderSignin(b *testing.B) {
 		}
 	}
 }
+
+// TestRenderBranding: a branded practice's emails are in its time zone and
+// language, carry its logo (with its name as the text alternative) and its
+// accent, darkened where white text on it would fail 4.5:1 contrast. A
+// client's own language beats the practice's.
+func TestRenderBranding(t *testing.T) {
+	p := settings()
+	p.Timezone, p.Locale = "America/New_York", "es"
+	p.LogoURL, p.AccentColor = "https://acme.example/logo.png", "#7fd3ff"
+
+	m, err := mail.Render(signinCmd(), p, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 14:05 UTC on 24 Nov is 09:05 in New York (EST), in Spanish.
+	if want := "Su enlace para iniciar sesión en Acme & Co Therapy (válido hasta el mar 24 nov, 09:05 EST)"; m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	if !strings.Contains(m.HTML, `<html lang="es">`) || !strings.Contains(m.HTML, `<img src="https://acme.example/logo.png" alt="Acme &amp; Co Therapy"`) {
+		t.Errorf("no lang or logo:\n%s", m.HTML)
+	}
+	if want := practice.Accessible("#7fd3ff", practice.DefaultAccent); want == "#7fd3ff" || !strings.Contains(m.HTML, "background:"+want) {
+		t.Errorf("accent %s not darkened to %s on the button:\n%s", p.AccentColor, want, m.HTML)
+	}
+
+	c := signinCmd()
+	c.To.Locale = "en-US"
+	if m, err = mail.Render(c, p, url); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Your sign-in link for Acme & Co Therapy (valid until Tue 24 Nov, 09:05 EST)"; m.Subject != want {
+		t.Errorf("client's English: subject %q, want %q", m.Subject, want)
+	}
+	// A language the catalogue lacks falls back to the practice's.
+	c.To.Locale = "de"
+	if m, err = mail.Render(c, p, url); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.Subject, "Su enlace") {
+		t.Errorf("unknown client language: subject %q, want the practice's Spanish", m.Subject)
+	}
+	// The default: English, UTC, the default accent, no logo.
+	if m, err = mail.Render(signinCmd(), settings(), url); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.HTML, "<img") || !strings.Contains(m.HTML, "background:"+practice.DefaultAccent) || !strings.Contains(m.Subject, "14:05 UTC") {
+		t.Errorf("plain practice: %s\n%s", m.Subject, m.HTML)
+	}
+}

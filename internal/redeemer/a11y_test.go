@@ -3,6 +3,7 @@ package redeemer_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,13 +12,27 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/browsertest"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
-// pageLanguages are the languages every page is checked in. The pages are
-// English only so far; a language added to the catalogue is added here.
-var pageLanguages = []string{"en"}
+// pageLanguages are the languages every page is checked in (asked for with
+// Accept-Language); TestEveryPageLanguageIsChecked keeps it in step with the
+// catalogue.
+var pageLanguages = []string{"en", "es"}
+
+// TestEveryPageLanguageIsChecked: a language added to the catalogue is
+// checked for accessibility too.
+func TestEveryPageLanguageIsChecked(t *testing.T) {
+	var got []string
+	for _, tag := range locale.Supported() {
+		got = append(got, tag.String())
+	}
+	if strings.Join(got, ",") != strings.Join(pageLanguages, ",") {
+		t.Errorf("catalogue has %v, accessibility checks %v", got, pageLanguages)
+	}
+}
 
 // TestPagesAccessible checks every page the redeemer serves with axe-core
 // in Chromium, at desktop and phone widths: the confirm page of each link
@@ -54,6 +69,10 @@ func TestPagesAccessible(t *testing.T) {
 	}
 
 	signin, _ := link("signin", spec{})
+	e.putSol(t)
+	branded, _ := link("branded", spec{Practice: practiceSol})
+	brandedUsed, _ := link("branded-used", spec{Practice: practiceSol})
+	do(t, c, "POST", s.URL+"/l/"+brandedUsed)
 	doc, _ := link("document", spec{Purpose: events.PurposeDocument, DocumentID: "d-1", ShareID: "sh-1"})
 	tele, _ := telehealth("telehealth")
 
@@ -106,6 +125,8 @@ func TestPagesAccessible(t *testing.T) {
 			browsertest.Page{Name: "confirm-signin", Lang: lang, URL: s.URL + "/l/" + signin},
 			browsertest.Page{Name: "confirm-document", Lang: lang, URL: s.URL + "/l/" + doc},
 			browsertest.Page{Name: "confirm-telehealth", Lang: lang, URL: s.URL + "/l/" + tele},
+			browsertest.Page{Name: "confirm-branded", Lang: lang, URL: s.URL + "/l/" + branded},
+			browsertest.Page{Name: "refusal-branded", Lang: lang, URL: s.URL + "/l/" + brandedUsed}, // used: the practice speaks Spanish, refused() reads English
 			browsertest.Page{Name: "refusal-used", Lang: lang, URL: refused(used, events.ReasonUsed)},
 			browsertest.Page{Name: "refusal-superseded", Lang: lang, URL: refused(superseded, events.ReasonSuperseded)},
 			browsertest.Page{Name: "refusal-expired", Lang: lang, URL: refused(expired, events.ReasonExpired)},
