@@ -51,7 +51,7 @@ func samples() []events.Action {
 		&events.PracticeUpdated{Envelope: env("evt-8"),
 			Practice: events.Practice{Name: "Acme Therapy", ReplyTo: "front@acme.example", PortalURL: "https://portal.acme.example",
 				Timezone: "America/Chicago", Locale: "es", LogoURL: "https://cdn.acme.example/logo.png", AccentColor: "#1f6f5c"},
-			Policy:   &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
+			Policy: &events.Policy{SigninTTL: "2h", DocumentTTL: "48h", TelehealthGrace: "15m", Reminders: []string{"24h"}}},
 	}
 }
 

@@ -4,8 +4,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
