@@ -58,9 +58,19 @@ func TestDevPagesAccessible(t *testing.T) {
 		t.Fatalf("confirming: %d %q", resp.StatusCode, portal)
 	}
 
+	// A scenario run with a step to take, and one with an email and both
+	// links in its timeline.
+	pn := panel{t, st}
+	waiting := pn.start("reschedule")
+	done := pn.start("document")
+	pn.step(done, 1)
+	pn.until(done, "both emails", func(r runJSON) bool { return kinds(r) == "document,signin" && len(r.Links) == 2 })
+
 	for _, lang := range devLanguages {
 		browsertest.CheckPages(ctx, t,
 			browsertest.Page{Name: "dev", Lang: lang, URL: st.URL + "/dev"},
+			browsertest.Page{Name: "dev-run-waiting", Lang: lang, URL: st.URL + "/dev/runs/" + waiting},
+			browsertest.Page{Name: "dev-run-done", Lang: lang, URL: st.URL + "/dev/runs/" + done},
 			browsertest.Page{Name: "dev-error", Lang: lang, URL: st.URL + "/dev?error=client.email%3A+not+an+address"},
 			browsertest.Page{Name: "inbox", Lang: lang, URL: st.URL + "/inbox"},
 			browsertest.Page{Name: "inbox-email", Lang: lang, URL: st.URL + "/inbox/" + inbox[0].ID},

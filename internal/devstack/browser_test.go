@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -87,4 +88,54 @@ func TestNewcomerFlowInBrowser(t *testing.T) {
 		t.Fatalf("portal: %s %q %q", loc, verdict, claims)
 	}
 	shot("4-portal")
+}
+
+// TestScenarioPanelInBrowser: on /dev a newcomer presses a scenario's
+// button and lands on its run page, which shows the email as it arrives
+// and, without a reload, the second email and the first link turned
+// superseded when the next step is taken (here from outside the page, as
+// another tab would). Screenshots: /tmp/linkpipe-shots/panel-*.png.
+func TestScenarioPanelInBrowser(t *testing.T) {
+	ctx := browsertest.Start(t, browsertest.WindowSize(1100, 900))
+	st, err := devstack.Start(context.Background(), devstack.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(st.URL+"/dev"), chromedp.WaitVisible(chromedp.CSS(`form[action="/dev/scenarios/signin"] button`))); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Shot(ctx, t, "panel-1-dev.png")
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`form[action="/dev/scenarios/signin"] button`))); err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	if !strings.Contains(loc, "/dev/runs/run-") {
+		t.Fatalf("after starting: %s, want the run's page", loc)
+	}
+	live := func(what string, ok func(text string) bool) {
+		t.Helper()
+		var text string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if text, _ = chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#live"))); ok(text) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; the page shows:\n%s", what, text)
+			}
+		}
+	}
+	live("the sign-in email on the page", func(s string) bool { return strings.Count(s, "Your sign-in link") == 1 && strings.Contains(s, "Works") })
+	browsertest.Shot(ctx, t, "panel-2-run.png")
+
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	panel{t, st}.step(id, 1)
+	live("the second email and the superseded link, without a reload", func(s string) bool {
+		return strings.Count(s, "Your sign-in link") == 2 && strings.Contains(s, "Refused: a newer link")
+	})
+	if now, _ := chromedp.Run(ctx, chromedp.Location()); now != loc {
+		t.Fatalf("the page navigated to %s", now)
+	}
+	browsertest.Shot(ctx, t, "panel-3-run-updated.png")
 }

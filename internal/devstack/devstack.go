@@ -241,7 +241,11 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 
 	mux := http.NewServeMux()
-	dev := &devPages{js: st.proc.JS, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log}
+	dev := &devPages{js: st.proc.JS, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log,
+		practices: st.proc.Deps("dev").Practices, scenarios: scenarios()}
+	if cfg.Sender == nil {
+		dev.sink = sink
+	}
 	dev.register(mux)
 	worker.MountInbox(mux, sink)
 	mux.Handle("GET /metrics", st.proc.AdminMux()) // one address in dev mode
