@@ -1,4 +1,6 @@
-// Package locale owns the languages linkpipe speaks to a practice's clients.
+// Package locale owns the languages linkpipe speaks: to a practice's
+// clients (emails, the redeemer's pages) and to its staff and developers
+// (the support view, the dev pages and inbox).
 //
 // It decides which languages exist (English and Spanish, see [Supported]()),
 // which one an email or a page is in, and how text, plurals and dates read in

@@ -102,7 +102,7 @@ func TestEveryMessageIsTranslated(t *testing.T) {
 	c := MustNew()
 	es := c.ForEmail("es", "")
 	used := map[string]bool{}
-	for _, dir := range []string{"../mail", "../redeemer"} {
+	for _, dir := range []string{"../mail", "../redeemer", "../devstack", "../mailer", "../support", "../history"} {
 		for _, key := range keysUsed(t, dir) {
 			used[key] = true
 		}
@@ -208,4 +208,18 @@ func keysUsed(t *testing.T, dir string) []string {
 		})
 	}
 	return keys
+}
+
+// TestSpanishKeysAreOwnedOnce: a key is in one part of the catalogue only
+// (two parts giving it two translations would make one silently win).
+func TestSpanishKeysAreOwnedOnce(t *testing.T) {
+	owner := map[string]string{}
+	for name, part := range map[string]map[string]string{"clients": spanishClients(), "dev": spanishDev(), "support": spanishSupport()} {
+		for k := range part {
+			if o, dup := owner[k]; dup {
+				t.Errorf("%q is in both %s and %s", k, o, name)
+			}
+			owner[k] = name
+		}
+	}
 }

@@ -22,10 +22,24 @@ func plurals() []pluralMessage {
 	}
 }
 
-// spanish is every message in Spanish, keyed by its English text. The
-// arguments keep the English order; %[n]s reorders where Spanish needs it.
-// Clients are addressed as "usted", as a health practice would.
+// spanish is every Spanish text, keyed by its English text: the clients'
+// emails and pages (spanishClients), the dev pages and inbox (spanishDev,
+// messages_dev.go) and the support view with its verdicts (spanishSupport,
+// messages_support.go). A key must be in one of them only.
 func spanish() map[string]string {
+	all := map[string]string{}
+	for _, part := range []map[string]string{spanishClients(), spanishDev(), spanishSupport()} {
+		for k, v := range part {
+			all[k] = v
+		}
+	}
+	return all
+}
+
+// spanishClients is the Spanish of the emails and of the redeemer's pages.
+// The arguments keep the English order; %[n]s reorders where Spanish needs
+// it. Clients are addressed as "usted", as a health practice would.
+func spanishClients() map[string]string {
 	return map[string]string{
 		// Emails: every kind.
 		"Hello %s,": "Hola, %s:",
