@@ -14,7 +14,6 @@ import (
 	"github.com/linkpipe/linkpipe/internal/browsertest"
 	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/redeemer"
-	"github.com/linkpipe/linkpipe/internal/scope"
 )
 
 // pageLanguages are the languages every page is checked in (asked for with
@@ -76,24 +75,9 @@ func TestPagesAccessible(t *testing.T) {
 	doc, _ := link("document", spec{Purpose: events.PurposeDocument, DocumentID: "d-1", ShareID: "sh-1"})
 	tele, _ := telehealth("telehealth")
 
-	used, _ := link("used", spec{})
-	do(t, c, "POST", s.URL+"/l/"+used)
-	superseded, _ := link("superseded", spec{Client: "c-twice"})
-	link("newer", spec{Client: "c-twice"})
-	expired, id := link("expired", spec{})
-	e.change(id, func(st *scope.State) { st.ExpiresAt = now.Add(-time.Minute) })
-	revoked, _ := link("revoked", spec{})
-	e.revokeClient(practiceAcme, "c-revoked", "client asked")
-	canceled, id := telehealth("canceled")
-	if err := e.cancel(id); err != nil {
-		t.Fatal(err)
-	}
-	early, id := telehealth("early")
-	e.change(id, func(st *scope.State) { st.ValidFrom = now.Add(time.Hour) })
-	unknown, err := e.keys.Mint(e.keys.CurrentKid(), events.PurposeSignin, "scope.acme.nobody.signin", "ev-never")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.refusals(t, s)
+	used, superseded, expired, revoked := r[events.ReasonUsed], r[events.ReasonSuperseded], r[events.ReasonExpired], r[events.ReasonRevoked]
+	canceled, early, unknown := r[events.ReasonCanceled], r[events.ReasonNotYetValid], r[events.ReasonNotFound]
 	renew, _ := link("renew", spec{Client: "c-renew"})
 	link("renew-newer", spec{Client: "c-renew"})
 

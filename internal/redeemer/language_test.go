@@ -97,36 +97,9 @@ func TestRefusalsInSpanish(t *testing.T) {
 	e := newEnv(t)
 	s := e.start()
 	c := noRedirect(nil)
-	now := e.clock.Now()
-	link := func(name string, sp spec) (string, string) {
-		sp.EventID = "ev-es-" + name
-		if sp.Client == "" {
-			sp.Client = "c-" + name
-		}
-		return e.issue(sp)
-	}
-	telehealth := func(name string) (string, string) {
-		start := now.Add(2 * time.Hour)
-		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
-	}
-	used, _ := link("used", spec{})
-	do(t, c, "POST", s.URL+"/l/"+used)
-	superseded, _ := link("superseded", spec{Client: "c-twice"})
-	link("newer", spec{Client: "c-twice"})
-	expired, id := link("expired", spec{})
-	e.change(id, func(st *scope.State) { st.ExpiresAt = now.Add(-time.Minute) })
-	revoked, _ := link("revoked", spec{})
-	e.revokeClient(practiceAcme, "c-revoked", "client asked")
-	canceled, id := telehealth("canceled")
-	if err := e.cancel(id); err != nil {
-		t.Fatal(err)
-	}
-	early, id := telehealth("early")
-	e.change(id, func(st *scope.State) { st.ValidFrom = now.Add(time.Hour) })
-	unknown, err := e.keys.Mint(e.keys.CurrentKid(), events.PurposeSignin, "scope.acme.nobody.signin", "ev-never")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.refusals(t, s)
+	used, superseded, expired, revoked := r[events.ReasonUsed], r[events.ReasonSuperseded], r[events.ReasonExpired], r[events.ReasonRevoked]
+	canceled, early, unknown := r[events.ReasonCanceled], r[events.ReasonNotYetValid], r[events.ReasonNotFound]
 
 	headings := map[string]bool{}
 	for _, tc := range []struct{ token, reason, heading string }{
@@ -219,4 +192,47 @@ func between(s, from, to string) string {
 		return s[:j]
 	}
 	return ""
+}
+
+// refusals issues one link of each refusal reason (a token that matches no
+// link for not_found) on server s, and returns their tokens by reason.
+func (e *env) refusals(t *testing.T, s *server) map[string]string {
+	t.Helper()
+	c := noRedirect(nil)
+	now := e.clock.Now()
+	link := func(name string, sp spec) (string, string) {
+		sp.EventID = "ev-refusal-" + name
+		if sp.Client == "" {
+			sp.Client = "c-" + name
+		}
+		return e.issue(sp)
+	}
+	telehealth := func(name string) (string, string) {
+		start := now.Add(2 * time.Hour)
+		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
+	}
+	out := map[string]string{}
+	out[events.ReasonUsed], _ = link("used", spec{})
+	do(t, c, "POST", s.URL+"/l/"+out[events.ReasonUsed])
+	out[events.ReasonSuperseded], _ = link("superseded", spec{Client: "c-twice"})
+	link("newer", spec{Client: "c-twice"})
+	tok, id := link("expired", spec{})
+	out[events.ReasonExpired] = tok
+	e.change(id, func(st *scope.State) { st.ExpiresAt = now.Add(-time.Minute) })
+	out[events.ReasonRevoked], _ = link("revoked", spec{})
+	e.revokeClient(practiceAcme, "c-revoked", "client asked")
+	tok, id = telehealth("canceled")
+	out[events.ReasonCanceled] = tok
+	if err := e.cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	tok, id = telehealth("early")
+	out[events.ReasonNotYetValid] = tok
+	e.change(id, func(st *scope.State) { st.ValidFrom = now.Add(time.Hour) })
+	unknown, err := e.keys.Mint(e.keys.CurrentKid(), events.PurposeSignin, "scope.acme.nobody.signin", "ev-never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out[events.ReasonNotFound] = unknown
+	return out
 }
