@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/sentmail"
 	"github.com/linkpipe/linkpipe/internal/suppress"
 )
@@ -83,7 +84,7 @@ func (tl *Timeline) addSuppression(ctx context.Context, js jetstream.JetStream, 
 	d.entry = e
 	if e.LinkID == linkID || e.LinkID == "" {
 		tl.Entries = append(tl.Entries, Entry{At: e.At, LinkID: linkID, What: "suppressed",
-			Detail: "address suppressed: " + causeText(e)})
+			Detail: "address suppressed: " + causeText(English(), e)})
 		if e.LiftedAt != nil {
 			tl.Entries = append(tl.Entries, Entry{At: *e.LiftedAt, LinkID: linkID, What: "unsuppressed",
 				Detail: "suppression lifted by " + e.LiftedBy + " (practice " + e.LiftedPractice + ")"})
@@ -115,39 +116,48 @@ func deliveryDetail(ev *events.LinkEvent) (string, bool) {
 
 // BounceText says in plain words what a bounce's detail (subtype and
 // diagnostic) means.
-func BounceText(detail string) string {
+func BounceText(detail string) string { return bounceText(English(), detail) }
+
+// bounceText is BounceText in l; an unknown subtype is given as it is.
+func bounceText(l *locale.Lang, detail string) string {
 	sub, diag, _ := strings.Cut(detail, ":")
 	switch {
 	case sub == "NoEmail" || strings.Contains(diag, "5.1.1") || strings.Contains(strings.ToLower(diag), "user unknown"):
-		return "mailbox does not exist"
+		return l.T("mailbox does not exist")
 	case sub == "Suppressed", sub == "OnAccountSuppressionList":
-		return "the address is on SES's suppression list"
+		return l.T("the address is on SES's suppression list")
 	case sub == "MailboxFull":
-		return "mailbox full"
+		return l.T("mailbox full")
 	case sub == "MessageTooLarge":
-		return "message too large"
+		return l.T("message too large")
 	case sub == "ContentRejected", sub == "AttachmentRejected":
-		return "the receiving server rejected the content"
+		return l.T("the receiving server rejected the content")
 	case sub == "General" || sub == "":
-		return "the receiving server refused it"
+		return l.T("the receiving server refused it")
 	}
 	return strings.TrimSpace(sub)
 }
 
-func causeText(e *suppress.Entry) string {
+func causeText(l *locale.Lang, e *suppress.Entry) string {
 	if e.Cause == suppress.CauseComplaint {
-		return "the recipient marked an email as spam"
+		return l.T("the recipient marked an email as spam")
 	}
-	return "permanent bounce (" + BounceText(e.Detail) + ")"
+	return l.T("permanent bounce (%s)", bounceText(l, e.Detail))
 }
 
-// clock formats a time for the "Now" lines.
-func clock(t time.Time) string { return t.UTC().Format("2006-01-02 15:04Z") }
+// clock formats a time for the delivery lines: "2006-01-02 15:04Z" in
+// English, the language's long date in UTC otherwise.
+func clock(l *locale.Lang, t time.Time) string {
+	if l.Code() == "en" {
+		return t.UTC().Format("2006-01-02 15:04Z")
+	}
+	return l.Date(t.UTC(), locale.LongDate) + " UTC"
+}
 
-// adviseDelivery adds to s what became of the link's last email and the
-// suppression of its address; a suppressed address makes "unsuppress"
-// the first thing to do.
-func (tl *Timeline) adviseDelivery(s *Status, practiceID string) {
+// adviseDelivery adds to s, in l, what became of the link's last email
+// and the suppression of its address; a suppressed address makes
+// "unsuppress" the first thing to do.
+func (tl *Timeline) adviseDelivery(l *locale.Lang, s *Status, practiceID string) {
 	d := tl.delivery[s.LinkID]
 	if d == nil {
 		return
@@ -156,16 +166,16 @@ func (tl *Timeline) adviseDelivery(s *Status, practiceID string) {
 	if ev := d.last; ev != nil {
 		switch ev.Type {
 		case events.TypeBounced:
-			parts = append(parts, "last email bounced ("+BounceText(ev.Detail)+") at "+clock(ev.At))
+			parts = append(parts, l.T("last email bounced (%s) at %s", bounceText(l, ev.Detail), clock(l, ev.At)))
 		case events.TypeComplained:
-			parts = append(parts, "the client marked the last email as spam at "+clock(ev.At))
+			parts = append(parts, l.T("the client marked the last email as spam at %s", clock(l, ev.At)))
 		case events.TypeDelivered:
-			parts = append(parts, "last email delivered at "+clock(ev.At))
+			parts = append(parts, l.T("last email delivered at %s", clock(l, ev.At)))
 		case events.TypeSent:
-			parts = append(parts, "last email accepted by the mail service at "+clock(ev.At)+" (no delivery report yet)")
+			parts = append(parts, l.T("last email accepted by the mail service at %s (no delivery report yet)", clock(l, ev.At)))
 		case events.TypeFailed:
 			if ev.Permanent {
-				parts = append(parts, "last email not sent: "+ev.Reason)
+				parts = append(parts, l.T("last email not sent: %s", ev.Reason))
 			}
 		}
 	}
@@ -173,13 +183,13 @@ func (tl *Timeline) adviseDelivery(s *Status, practiceID string) {
 		if practiceID == "" {
 			practiceID = "P"
 		}
-		cmd := "linkpipe publish unsuppress --practice " + practiceID + " --email <the client's address>"
-		parts = append(parts, "address suppressed since "+clock(e.At)+" ("+causeText(e)+")", "unsuppress with `"+cmd+"`")
+		cmd := "linkpipe publish unsuppress --practice " + practiceID + " --email " + l.T("<the client's address>")
+		parts = append(parts, l.T("address suppressed since %s (%s)", clock(l, e.At), causeText(l, e)), l.T("unsuppress with `%s`", cmd))
 		s.Suppressed = true
-		s.Todo = "The address is suppressed (" + causeText(e) + "): check it with the client; once it is fixed, unsuppress it (`" +
-			cmd + "`), then resend. " + s.Todo
+		s.Todo = l.T("The address is suppressed (%s): check it with the client; once it is fixed, unsuppress it (`%s`), then resend. %s",
+			causeText(l, e), cmd, s.Todo)
 	} else if e != nil {
-		parts = append(parts, "address was suppressed, lifted at "+clock(*e.LiftedAt))
+		parts = append(parts, l.T("address was suppressed, lifted at %s", clock(l, *e.LiftedAt)))
 	}
 	s.Delivery = strings.Join(parts, "; ")
 }

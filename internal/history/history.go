@@ -21,8 +21,16 @@ import (
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
+
+// catalogue puts the words support reads (verdicts, what to do, the fate
+// of emails) in English or Spanish; it is immutable.
+var catalogue = locale.MustNew()
+
+// English is the language of Statuses, the explain command and the JSON.
+func English() *locale.Lang { return catalogue.English() }
 
 // ErrNoSuchLink: Link was given an id no link was ever issued with.
 var ErrNoSuchLink = errors.New("no such link was ever issued")
@@ -301,8 +309,16 @@ type Status struct {
 }
 
 // Statuses returns every link of the timeline with its verdict at now,
-// ordered by scope then link id.
-func (tl *Timeline) Statuses(now time.Time) []Status {
+// ordered by scope then link id, in English.
+func (tl *Timeline) Statuses(now time.Time) []Status { return tl.StatusesIn(now, English()) }
+
+// StatusesIn is Statuses with the verdicts, what to do, the mail and the
+// delivery in l (nil: English). Ids, reason codes, commands and the
+// timeline's entries stay as they are.
+func (tl *Timeline) StatusesIn(now time.Time, l *locale.Lang) []Status {
+	if l == nil {
+		l = English()
+	}
 	ids := make([]string, 0, len(tl.Scopes))
 	for id := range tl.Scopes {
 		ids = append(ids, id)
@@ -327,17 +343,17 @@ func (tl *Timeline) Statuses(now time.Time) []Status {
 		if m, ok := tl.Mail[id]; ok {
 			switch {
 			case m.Type == events.TypeSent:
-				s.Mail = "sent"
+				s.Mail = l.T("sent")
 			case m.Permanent:
-				s.Mail = "failed permanently"
+				s.Mail = l.T("failed permanently")
 			default:
-				s.Mail = "failed"
+				s.Mail = l.T("failed")
 			}
 		}
 		st, ok := tl.Current[subject]
 		if !ok {
-			s.Verdict = "No state on record for its scope: linkpipe cannot tell whether it works."
-			s.Todo = "Resend: a new link gets a fresh record."
+			s.Verdict = l.T("No state on record for its scope: linkpipe cannot tell whether it works.")
+			s.Todo = l.T("Resend: a new link gets a fresh record.")
 			out = append(out, s)
 			continue
 		}
@@ -358,67 +374,73 @@ func (tl *Timeline) Statuses(now time.Time) []Status {
 				expiresAt = *issued.ExpiresAt
 			}
 		}
-		s.Verdict, s.Todo = advise(s, st, tl.Mail[id], validFrom, expiresAt)
-		tl.adviseDelivery(&s, issued.PracticeID)
+		s.Verdict, s.Todo = advise(l, s, st, tl.Mail[id], validFrom, expiresAt)
+		tl.adviseDelivery(l, &s, issued.PracticeID)
 		out = append(out, s)
 	}
 	return out
 }
 
-func when(t time.Time) string { return t.UTC().Format("Mon 2 Jan 2006 15:04 UTC") }
+// when writes a day and time of a verdict: "Mon 2 Jan 2006 15:04 UTC" in
+// English, the language's long date in UTC otherwise.
+func when(l *locale.Lang, t time.Time) string {
+	if l.Code() == "en" {
+		return t.UTC().Format("Mon 2 Jan 2006 15:04 UTC")
+	}
+	return l.Date(t.UTC(), locale.LongDate) + " UTC"
+}
 
 // advise puts a link's verdict into words for support and says what to do.
-func advise(s Status, st scope.State, mail events.LinkEvent, validFrom, expiresAt time.Time) (verdict, todo string) {
-	resend := "Resend: publish the action again with a new event id, and linkpipe mails a new link."
+func advise(l *locale.Lang, s Status, st scope.State, mail events.LinkEvent, validFrom, expiresAt time.Time) (verdict, todo string) {
+	resend := l.T("Resend: publish the action again with a new event id, and linkpipe mails a new link.")
 	switch s.Purpose {
 	case events.PurposeSignin:
-		resend = "Resend: send the client a new sign-in link (or they can ask for one from the refusal page)."
+		resend = l.T("Resend: send the client a new sign-in link (or they can ask for one from the refusal page).")
 	case events.PurposeDocument:
-		resend = "Resend: share the document again (a new share id) for a new link."
+		resend = l.T("Resend: share the document again (a new share id) for a new link.")
 	case events.PurposeTelehealth:
-		resend = "Resend: an appointment reminder carries the appointment's current link."
+		resend = l.T("Resend: an appointment reminder carries the appointment's current link.")
 	}
 	undelivered := mail.Type == events.TypeFailed && mail.Permanent
 	switch {
 	case s.Works && undelivered:
-		return "Works, but its email was not delivered (" + mail.Reason + ").",
-			"Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. " + resend
+		return l.T("Works, but its email was not delivered (%s).", mail.Reason),
+			l.T("Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. %s", resend)
 	case s.Works && mail.Type == events.TypeFailed:
-		return "Works; its email failed for now and will be retried (" + mail.Reason + ").",
-			"Wait a few minutes for the retry; if the email still does not arrive, resend."
+		return l.T("Works; its email failed for now and will be retried (%s).", mail.Reason),
+			l.T("Wait a few minutes for the retry; if the email still does not arrive, resend.")
 	case s.Works:
-		return "Works: the client can use it until " + when(expiresAt) + ".",
-			"Nothing to do. If the client cannot find the email, ask them to check spam, or resend."
+		return l.T("Works: the client can use it until %s.", when(l, expiresAt)),
+			l.T("Nothing to do. If the client cannot find the email, ask them to check spam, or resend.")
 	}
 	switch s.Reason {
 	case events.ReasonSuperseded:
-		return "Refused: a newer link (" + s.SupersededBy + ") replaced this one.",
-			"Ask the client to use the newest email; if it did not arrive, resend."
+		return l.T("Refused: a newer link (%s) replaced this one.", s.SupersededBy),
+			l.T("Ask the client to use the newest email; if it did not arrive, resend.")
 	case events.ReasonUsed:
-		used := ""
 		if st.UsedAt != nil {
-			used = " on " + when(*st.UsedAt)
+			return l.T("Refused: it was already used on %s; each such link works once.", when(l, *st.UsedAt)), resend
 		}
-		return "Refused: it was already used" + used + "; each such link works once.", resend
+		return l.T("Refused: it was already used; each such link works once."), resend
 	case events.ReasonExpired:
 		if s.Purpose == events.PurposeTelehealth {
-			return "Refused: the appointment's window ended " + when(expiresAt) + ".",
-				"If the appointment moves, reschedule it: the same link works again in its new window."
+			return l.T("Refused: the appointment's window ended %s.", when(l, expiresAt)),
+				l.T("If the appointment moves, reschedule it: the same link works again in its new window.")
 		}
-		return "Refused: it expired " + when(expiresAt) + ".", resend
+		return l.T("Refused: it expired %s.", when(l, expiresAt)), resend
 	case events.ReasonRevoked:
 		reason := st.RevokedReason
 		if reason == "" {
-			reason = "no reason given"
+			reason = l.T("no reason given")
 		}
-		return "Refused: the practice revoked the client's links (" + reason + ").",
-			"Resend only if the reason for the revocation no longer holds."
+		return l.T("Refused: the practice revoked the client's links (%s).", reason),
+			l.T("Resend only if the reason for the revocation no longer holds.")
 	case events.ReasonCanceled:
-		return "Refused: the appointment was canceled.",
-			"Nothing to resend: the appointment was canceled. Book it again to send a new link."
+		return l.T("Refused: the appointment was canceled."),
+			l.T("Nothing to resend: the appointment was canceled. Book it again to send a new link.")
 	case events.ReasonNotYetValid:
-		return "Not yet valid: it works from " + when(validFrom) + ".",
-			"Nothing to do: ask the client to try again from " + when(validFrom) + "."
+		return l.T("Not yet valid: it works from %s.", when(l, validFrom)),
+			l.T("Nothing to do: ask the client to try again from %s.", when(l, validFrom))
 	}
-	return "Refused (" + s.Reason + ").", resend
+	return l.T("Refused (%s).", s.Reason), resend
 }
