@@ -49,19 +49,36 @@ type fixture struct {
 
 func (f *fixture) get(t *testing.T, path string, host ...string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, f.st.URL+path, nil)
+	h := ""
+	if len(host) > 0 {
+		h = host[0]
+	}
+	return fetch(t, f.st.URL+path, "", h)
+}
+
+// fetch GETs u with an Accept-Language header and a Host ("": none sent,
+// the URL's).
+func fetch(t *testing.T, u, acceptLanguage, host string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(host) > 0 {
-		req.Host = host[0]
+	if acceptLanguage != "" {
+		req.Header.Set("Accept-Language", acceptLanguage)
+	}
+	if host != "" {
+		req.Host = host
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return resp.StatusCode, resp.Header, string(b)
 }
 
@@ -202,7 +219,7 @@ func TestSupportViewSaysWhatToDo(t *testing.T) {
 		!strings.Contains(hdr.Get("Content-Security-Policy"), "default-src 'none'") || hdr.Get("Cache-Control") != "no-store" {
 		t.Fatalf("page: %d %v", code, hdr)
 	}
-	for _, want := range []string{"Why can't my client get in?", appt.LinkID, "the appointment was canceled", "Ask the client to use the newest email",
+	for _, want := range []string{"Why can&#39;t my client get in?", appt.LinkID, "the appointment was canceled", "Ask the client to use the newest email",
 		"Works", "Refused", "What to do:"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
