@@ -9,14 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
@@ -311,57 +307,6 @@ func TestSupportViewRefusesAndEscapes(t *testing.T) {
 
 	if code, _, _ := f.get(t, support.Path+".json?practice=demo&client=c-11", "attacker.example"); code != http.StatusMisdirectedRequest {
 		t.Errorf("Host attacker.example: %d, want 421", code)
-	}
-}
-
-// TestSupportViewScreenshot opens the support view of the story in a real
-// headless Chromium, at desktop and phone widths, and saves screenshots
-// (/tmp/support.png, /tmp/support-375.png) for people to look at.
-func TestSupportViewScreenshot(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skip("chromium is not installed at " + chromium)
-	}
-	f := startStory(t)
-	for _, width := range []int{1000, 375} {
-		actx, cancelA := chromedp.NewExecAllocator(context.Background(),
-			chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-			chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-dev-shm-usage", true),
-			chromedp.UserDataDir(t.TempDir()),
-			chromedp.WindowSize(width, 900),
-		)
-		ctx, cancel := chromedp.NewContext(actx)
-		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-		err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), 900),
-			chromedp.Navigate(f.st.URL+support.Path+"?practice=demo&client=c-9"),
-			chromedp.WaitVisible(chromedp.CSS(`section.link`)))
-		var overflow bool
-		if err == nil {
-			overflow, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
-		}
-		var png []byte
-		if err == nil {
-			png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		}
-		cancelT()
-		cancel()
-		cancelA()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if overflow {
-			t.Errorf("at %d px the page scrolls sideways", width)
-		}
-		name := "/tmp/support.png"
-		if width != 1000 {
-			name = filepath.Join("/tmp", fmt.Sprintf("support-%d.png", width))
-		}
-		if err := os.WriteFile(name, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
