@@ -103,6 +103,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return fmt.Errorf("%s: %w", prog, err)
 		}
 		sender = sink
+		if concurrency == 0 {
+			concurrency = mailer.SinkConcurrency
+		}
 		inbox = http.NewServeMux()
 		worker.MountInbox(inbox, sink)
 	}

@@ -92,7 +92,7 @@ var (
 		Usage: "emails/s all mailer replicas together send through SES; unset: the account's MaxSendRate (SES GetAccount, re-read every 5 min)",
 		Check: checkPositiveFloat}
 	MailConcurrency = Var{Env: "LINKPIPE_MAIL_CONCURRENCY",
-		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8)",
+		Usage: "emails one mailer keeps in flight; unset: sized from the sending rate (rate x 500 ms + 4, at least 8; 256 with the sink)",
 		Check: checkPositiveInt}
 	// MailMaxAttempts is the mailer's attempt budget per email.
 	MailMaxAttempts = Var{Env: "LINKPIPE_MAIL_MAX_ATTEMPTS", Default: "20",

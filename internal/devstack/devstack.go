@@ -194,14 +194,15 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	var sender mailer.Sender = sink
+	concurrency := mailer.SinkConcurrency
 	if cfg.Sender != nil {
-		sender = cfg.Sender
+		sender, concurrency = cfg.Sender, 0
 	}
 	if cfg.From == "" {
 		cfg.From = "linkpipe-dev@localhost.localdomain"
 	}
 	ml, err := worker.NewMailer(st.proc.Deps("mailer"), worker.MailerSettings{
-		Keys: keys, Sender: sender, From: cfg.From, PublicURL: base,
+		Keys: keys, Sender: sender, From: cfg.From, PublicURL: base, Concurrency: concurrency,
 	})
 	if err != nil {
 		return st, err

@@ -310,6 +310,7 @@ type metrics struct {
 	duplicates prometheus.Counter
 	poison     prometheus.Counter
 	refusing   prometheus.Gauge
+	inFlight   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -333,10 +334,13 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "linkpipe_mailer_provider_refusing",
 			Help: "1 while the mail provider refuses every send (sending paused, account suspended, ...): /readyz answers 503."}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linkpipe_mailer_concurrency",
+			Help: "Emails this mailer keeps in flight at most (LINKPIPE_MAIL_CONCURRENCY, or sized from the sending rate)."}),
 	}
 	if err := errors.Join(
 		bus.Register(reg, &m.sent), bus.Register(reg, &m.failed), bus.Register(reg, &m.sendTime), bus.Register(reg, &m.toSent),
-		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison), bus.Register(reg, &m.refusing),
+		bus.Register(reg, &m.duplicates), bus.Register(reg, &m.poison), bus.Register(reg, &m.refusing), bus.Register(reg, &m.inFlight),
 	); err != nil {
 		return metrics{}, fmt.Errorf("mailer: metrics: %w", err)
 	}
@@ -391,6 +395,7 @@ func New(cfg Config) (*Mailer, error) {
 	if err != nil {
 		return nil, err
 	}
+	met.inFlight.Set(float64(cfg.Concurrency))
 	m := &Mailer{
 		cfg:        cfg,
 		mailR:      bus.NewReader(cfg.JS, bus.StreamMail),

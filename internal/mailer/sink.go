@@ -23,6 +23,15 @@ import (
 // SinkBucket is the bbolt bucket the Sink keeps its messages in.
 const SinkBucket = "sink"
 
+// SinkConcurrency is how many emails a mailer keeps in flight to the Sink
+// when LINKPIPE_MAIL_CONCURRENCY is unset. The sink has no sending rate to
+// pace by; it commits every email waiting in one transaction, and the NATS
+// client flushes every request waiting in one write, so the more emails in
+// flight the fewer commits and writes per email: at 8 in flight a mailer
+// spent twice the CPU per email and sent half as many per second as at 256
+// (docs/performance.md, "Mailer concurrency with the sink").
+const SinkConcurrency = 256
+
 // Sink is the local mail driver (LINKPIPE_MAIL_DRIVER=sink, and the
 // all-in-one dev mode): a Sender that keeps every message in the mailer's
 // own bbolt file, and an inbox to read them (Handler).
