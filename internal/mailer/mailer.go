@@ -130,7 +130,8 @@ type Config struct {
 	Log       *slog.Logger
 	// Metrics registers linkpipe_mailer_* (nil: not exported).
 	Metrics prometheus.Registerer
-	// Concurrency is the number of emails in flight at once (default 8).
+	// Concurrency is the number of emails in flight at once (default 8;
+	// cmd/mailer sizes it from the sending rate, or SinkConcurrency).
 	Concurrency int
 	// Pacer paces the sends (nil: unpaced).
 	Pacer Pacer
