@@ -7,11 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 )
 
 func TestSetupIsIdempotent(t *testing.T) {
@@ -103,5 +107,29 @@ func TestLastFromLeaderJSON(t *testing.T) {
 	dseq, err := r.LastJSON(ctx, "scope.p.c.signin", &v)
 	if err != nil || dseq != seq {
 		t.Fatalf("direct get disagrees: %d %v", dseq, err)
+	}
+	// On one server the leader's read is a direct get, not a STREAM.MSG.GET
+	// request (watched from another connection of the account).
+	nc, _ := srv.Connect(t)
+	var leaderGets, directGets atomic.Int64
+	for subj, n := range map[string]*atomic.Int64{"$JS.API.STREAM.MSG.GET.>": &leaderGets, "$JS.API.DIRECT.GET.>": &directGets} {
+		if _, err := nc.Subscribe(subj, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := r.LastFromLeaderJSON(ctx, "scope.p.c.signin", &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 5*time.Second, func() bool { return directGets.Load()+leaderGets.Load() >= 10 }, "10 reads seen")
+	if n := leaderGets.Load(); n != 0 {
+		t.Errorf("10 leader reads on one server made %d STREAM.MSG.GET requests (%d direct gets), want direct gets only", n, directGets.Load())
 	}
 }

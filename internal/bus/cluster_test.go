@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/linkpipe/linkpipe/internal/bus"
 	"github.com/linkpipe/linkpipe/internal/bus/bustest"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 )
 
 // TestMailDedupeOnR3: on the replicated MAIL stream a mail subject keeps
@@ -83,4 +85,35 @@ func TestMailDedupeOnR3(t *testing.T) {
 	if subs[subj] != 1 || subs[race] != 1 {
 		t.Fatalf("mail subjects %v, want one message each", subs)
 	}
+}
+
+// TestLeaderReadOnR3: on a cluster LastFromLeaderJSON asks the stream's
+// leader (STREAM.MSG.GET), from a connection to any node, and sees the
+// newest acknowledged write; only a lone server reads directly.
+func TestLeaderReadOnR3(t *testing.T) {
+	c := bustest.StartCluster(t, 3)
+	watch, _ := c.ConnectTo(t, 0)
+	var leaderGets atomic.Int64
+	if _, err := watch.Subscribe("$JS.API.STREAM.MSG.GET."+bus.StreamScopes, func(*nats.Msg) { leaderGets.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, js := c.ConnectTo(t, 1)
+	for i := range 3 {
+		if _, err := js.Publish(ctx, "scope.p.c.signin", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		_, js := c.ConnectTo(t, i)
+		var v map[string]int
+		if _, err := bus.NewReader(js, bus.StreamScopes).LastFromLeaderJSON(ctx, "scope.p.c.signin", &v); err != nil || v["n"] != 2 {
+			t.Fatalf("node %d: %v %v, want n 2", i, v, err)
+		}
+	}
+	eventually.True(t, 5*time.Second, func() bool { return leaderGets.Load() >= 3 }, "3 STREAM.MSG.GET requests")
 }

@@ -26,9 +26,19 @@ type msgGetResponse struct {
 // any replica (no direct get). On a replicated stream a direct get may come
 // from a follower that has not applied the newest write yet; the leader has
 // every acknowledged write, so a decision that must see a cancel or a
-// revocation the moment it is acknowledged reads this way. On one server
-// the two are the same.
+// revocation the moment it is acknowledged reads this way.
+//
+// On a server that is not part of a cluster (nats.Conn's
+// ConnectedClusterName is empty) every stream has one replica, which is
+// its leader, and the read is a direct get: the leader's JetStream API
+// request costs the server about twice as much (docs/performance.md), and
+// the issuer makes one for every link it mints. The connection's cluster
+// name is read at each call, so a client that reconnects to a clustered
+// server reads from the leader again.
 func (r *Reader) LastFromLeaderJSON(ctx context.Context, subj string, v any) (uint64, error) {
+	if r.js.Conn().ConnectedClusterName() == "" {
+		return r.LastJSON(ctx, subj, v)
+	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": subj})
 	msg, err := r.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+r.stream, req)
 	if err != nil {
