@@ -309,7 +309,7 @@ func TestCrashAndRestartIssuesEveryLinkOnce(t *testing.T) {
 
 	// The admin endpoints of the running process.
 	for path, want := range map[string]string{"/readyz": "ready", "/healthz": "ok", "/metrics": "linkpipe_issuer_actions_total",
-		"/support": "Why can't my client get in?", "/support.json?practice=acme&client=client-7": `"works": true`} {
+		"/support": "Why can&#39;t my client get in?", "/support.json?practice=acme&client=client-7": `"works": true`} {
 		resp, err := http.Get("http://" + second.admin + path)
 		if err != nil {
 			t.Fatal(err)

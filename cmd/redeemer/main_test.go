@@ -133,7 +133,7 @@ func TestRunServesUntilCanceled(t *testing.T) {
 		t.Fatalf("public /metrics: %d, want 404", code)
 	}
 	// The support view is on the admin address only.
-	if code, body := getFrom(adminAddr, "/support"); code != 200 || !strings.Contains(body, "Why can't my client get in?") {
+	if code, body := getFrom(adminAddr, "/support"); code != 200 || !strings.Contains(body, "Why can&#39;t my client get in?") {
 		t.Fatalf("admin /support: %d %.200s", code, body)
 	}
 	if code, body := getFrom(adminAddr, "/support.json?link=Lnever"); code != http.StatusNotFound || !strings.Contains(body, "was ever issued") {
