@@ -46,18 +46,7 @@ func TestPagesAccessible(t *testing.T) {
 	e := newEnv(t)
 	s := e.start(func(c *redeemer.Config) { c.RenewPerIP, c.RenewIPBurst = rate.Inf, 1 })
 	c := noRedirect(nil)
-	now := e.clock.Now()
-	link := func(name string, sp spec) (string, string) {
-		sp.EventID = "ev-a11y-" + name
-		if sp.Client == "" {
-			sp.Client = "c-" + name
-		}
-		return e.issue(sp)
-	}
-	telehealth := func(name string) (string, string) {
-		start := now.Add(2 * time.Hour)
-		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
-	}
+	link, telehealth := e.issuers("ev-a11y-")
 	refused := func(tok, reason string) string {
 		status := http.StatusGone
 		if reason == events.ReasonNotFound {

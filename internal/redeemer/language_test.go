@@ -194,23 +194,31 @@ func between(s, from, to string) string {
 	return ""
 }
 
+// issuers returns link, which issues the link called name (event id
+// prefix+name, client c-<name> unless sp names one), and telehealth, which
+// issues one for an appointment two hours away.
+func (e *env) issuers(prefix string) (link func(name string, sp spec) (string, string), telehealth func(name string) (string, string)) {
+	link = func(name string, sp spec) (string, string) {
+		sp.EventID = prefix + name
+		if sp.Client == "" {
+			sp.Client = "c-" + name
+		}
+		return e.issue(sp)
+	}
+	telehealth = func(name string) (string, string) {
+		start := e.clock.Now().Add(2 * time.Hour)
+		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
+	}
+	return link, telehealth
+}
+
 // refusals issues one link of each refusal reason (a token that matches no
 // link for not_found) on server s, and returns their tokens by reason.
 func (e *env) refusals(t *testing.T, s *server) map[string]string {
 	t.Helper()
 	c := noRedirect(nil)
 	now := e.clock.Now()
-	link := func(name string, sp spec) (string, string) {
-		sp.EventID = "ev-refusal-" + name
-		if sp.Client == "" {
-			sp.Client = "c-" + name
-		}
-		return e.issue(sp)
-	}
-	telehealth := func(name string) (string, string) {
-		start := now.Add(2 * time.Hour)
-		return link(name, spec{Purpose: events.PurposeTelehealth, AppointmentID: "a-" + name, StartsAt: start, EndsAt: start.Add(50 * time.Minute)})
-	}
+	link, telehealth := e.issuers("ev-refusal-")
 	out := map[string]string{}
 	out[events.ReasonUsed], _ = link("used", spec{})
 	do(t, c, "POST", s.URL+"/l/"+out[events.ReasonUsed])
