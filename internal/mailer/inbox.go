@@ -5,6 +5,8 @@ import (
 	"html/template"
 	"net/http"
 	"sort"
+
+	"github.com/linkpipe/linkpipe/internal/locale"
 )
 
 // The inbox pages: plain HTML and CSS, no script, no external assets.
@@ -13,7 +15,40 @@ type inboxRow struct {
 	Href, To, Subject, When, Link string
 }
 
+// inboxText is every sentence of the inbox pages, in the page's language.
+type inboxText struct {
+	Lang, Sink, BackToInbox, Intro, CheckNew, NoRefresh, ForScripts, NotYet string
+	Emails, To, Subject, Received, Link, OpenLink, NoEmail, NotFound        string
+	LinksIn, HTML, HTMLTitle, Plain                                         string
+}
+
+func inboxTexts(l *locale.Lang) inboxText {
+	return inboxText{
+		Lang:        l.Code(),
+		Sink:        l.T("linkpipe mail sink"),
+		BackToInbox: l.T("inbox"),
+		Intro:       l.T("Emails the mailer sends appear here, newest first."),
+		CheckNew:    l.T("Check for new email"),
+		NoRefresh:   l.T("(this page does not refresh itself)."),
+		ForScripts:  l.T("For scripts:"),
+		NotYet:      l.T("The email you asked for has not arrived yet; check again in a moment."),
+		Emails:      l.T("Emails"),
+		To:          l.T("To"),
+		Subject:     l.T("Subject"),
+		Received:    l.T("Received"),
+		Link:        l.T("Link"),
+		OpenLink:    l.T("Open link"),
+		NoEmail:     l.T("No email yet. Ask for a sign-in link and it shows up here within a second."),
+		NotFound:    l.T("There is no email with that id in this inbox."),
+		LinksIn:     l.T("Links in this email"),
+		HTML:        l.T("HTML"),
+		HTMLTitle:   l.T("HTML version of the email"),
+		Plain:       l.T("Plain text"),
+	}
+}
+
 type listPage struct {
+	X     inboxText
 	Title string
 	Back  string
 	// Self is the inbox's own address (the "check for new email" link).
@@ -30,6 +65,7 @@ type header struct{ Name, Value string }
 type segment struct{ Text, URL string }
 
 type messagePage struct {
+	X       inboxText
 	Title   string
 	Back    string
 	M       SinkMessage
@@ -42,16 +78,19 @@ type messagePage struct {
 // the email's HTML is further confined to a sandboxed frame.
 const inboxCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; form-action 'none'; frame-ancestors 'self'"
 
-func writePage(w http.ResponseWriter, t *template.Template, data any) {
+func writePage(w http.ResponseWriter, status int, t *template.Template, lang string, data any) {
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, data); err != nil {
 		http.Error(w, "inbox page failed", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Language", lang)
+	w.Header().Set("Vary", "Accept-Language")
 	w.Header().Set("Content-Security-Policy", inboxCSP)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
 
@@ -83,11 +122,11 @@ func sortedKeys(m map[string]string) []string {
 }
 
 const pageHead = `<!DOCTYPE html>
-<html lang="en">
+<html lang="{{.X.Lang}}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}} · linkpipe mail sink</title>
+<title>{{.Title}} · {{.X.Sink}}</title>
 <style>
 body{margin:0;font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2933;background:#f4f5f7}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;gap:16px;align-items:baseline}
@@ -117,7 +156,7 @@ h2{font-size:14px;text-transform:uppercase;letter-spacing:.04em;color:#52606d;ma
 </style>
 </head>
 <body>
-<header><h1>linkpipe mail sink</h1>{{if .Back}}<a href="{{.Back}}">&larr; inbox</a>{{end}}</header>
+<header><h1>{{.X.Sink}}</h1>{{if .Back}}<a href="{{.Back}}">&larr; {{.X.BackToInbox}}</a>{{end}}</header>
 <main>
 `
 
@@ -128,21 +167,21 @@ const pageFoot = `</main>
 
 var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 <div class="card">
-<p class="muted" style="margin:0">Emails the mailer sends appear here, newest first. <a href="{{.Self}}">Check for new email</a> (this page does not refresh itself). For scripts: <a href="{{.JSON}}">JSON</a>.</p>
-{{if .NoneYet}}<p role="status" style="margin:8px 0 0">The email you asked for has not arrived yet; check again in a moment.</p>{{end}}
+<p class="muted" style="margin:0">{{.X.Intro}} <a href="{{.Self}}">{{.X.CheckNew}}</a> {{.X.NoRefresh}} {{.X.ForScripts}} <a href="{{.JSON}}">JSON</a>.</p>
+{{if .NoneYet}}<p role="status" style="margin:8px 0 0">{{.X.NotYet}}</p>{{end}}
 </div>
 <div class="card">
-{{if .Rows}}<div class="scroll" role="region" aria-label="Emails" tabindex="0"><table>
-<thead><tr><th>To</th><th>Subject</th><th>Received</th><th>Link</th></tr></thead>
+{{if .Rows}}<div class="scroll" role="region" aria-label="{{.X.Emails}}" tabindex="0"><table>
+<thead><tr><th>{{.X.To}}</th><th>{{.X.Subject}}</th><th>{{.X.Received}}</th><th>{{.X.Link}}</th></tr></thead>
 <tbody>
-{{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">Open link</a>{{end}}</td></tr>
+{{$x := .X}}{{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">{{$x.OpenLink}}</a>{{end}}</td></tr>
 {{end}}</tbody>
-</table></div>{{else}}<p>No email yet. Ask for a sign-in link and it shows up here within a second.</p>{{end}}
+</table></div>{{else}}<p>{{.X.NoEmail}}</p>{{end}}
 </div>
 ` + pageFoot))
 
 var notFoundTmpl = template.Must(template.New("notfound").Parse(pageHead + `
-<div class="card"><p>There is no email with that id in this inbox.</p></div>
+<div class="card"><p>{{.X.NotFound}}</p></div>
 ` + pageFoot))
 
 var messageTmpl = template.Must(template.New("message").Parse(pageHead + `
@@ -152,17 +191,17 @@ var messageTmpl = template.Must(template.New("message").Parse(pageHead + `
 {{end}}</dl>
 </div>
 {{if .M.Links}}<div class="card">
-<h2>Links in this email</h2>
+<h2>{{.X.LinksIn}}</h2>
 <ul class="links">
 {{range .M.Links}}<li><a href="{{.}}">{{.}}</a></li>
 {{end}}</ul>
 </div>{{end}}
 {{if .SrcDoc}}<div class="card">
-<h2>HTML</h2>
-<iframe title="HTML version of the email" sandbox="allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation" srcdoc="{{.SrcDoc}}"></iframe>
+<h2>{{.X.HTML}}</h2>
+<iframe title="{{.X.HTMLTitle}}" sandbox="allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation" srcdoc="{{.SrcDoc}}"></iframe>
 </div>{{end}}
 <div class="card">
-<h2>Plain text</h2>
+<h2>{{.X.Plain}}</h2>
 <pre>{{range .Text}}{{if .URL}}<a href="{{.URL}}">{{.URL}}</a>{{else}}{{.Text}}{{end}}{{end}}</pre>
 </div>
 ` + pageFoot))

@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/linkpipe/linkpipe/internal/clock"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/mail"
 )
 
@@ -38,6 +39,8 @@ const SinkConcurrency = 256
 type Sink struct {
 	db    *bolt.DB
 	clock clock.Clock
+	// cat speaks the inbox pages in the browser's language.
+	cat *locale.Catalog
 
 	// The group commit of Send (store).
 	mu         sync.Mutex
@@ -86,7 +89,11 @@ func NewSink(db *bolt.DB, clk clock.Clock) (*Sink, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("mailer: sink bucket: %w", err)
 	}
-	return &Sink{db: db, clock: clk, arrived: make(chan struct{})}, nil
+	cat, err := locale.New()
+	if err != nil {
+		return nil, fmt.Errorf("mailer: sink: %w", err)
+	}
+	return &Sink{db: db, clock: clk, cat: cat, arrived: make(chan struct{})}, nil
 }
 
 var urlPattern = regexp.MustCompile(`https?://[^\s<>"']+`)
@@ -443,23 +450,24 @@ func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) 
 		}
 		rows = append(rows, row)
 	}
-	writePage(w, listTmpl, listPage{Title: "Inbox", Self: prefix, JSON: prefix + ".json", Rows: rows, NoneYet: !arrived})
+	l := s.cat.ForPage(r.Header.Get("Accept-Language"), "")
+	writePage(w, http.StatusOK, listTmpl, l.Code(), listPage{X: inboxTexts(l), Title: l.T("Inbox"), Self: prefix, JSON: prefix + ".json", Rows: rows, NoneYet: !arrived})
 }
 
 func (s *Sink) serveMessage(w http.ResponseWriter, r *http.Request, prefix, id string) {
+	l := s.cat.ForPage(r.Header.Get("Accept-Language"), "")
 	m, ok, err := s.Message(id)
 	if err != nil {
 		http.Error(w, "inbox unreadable", http.StatusInternalServerError)
 		return
 	}
 	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		writePage(w, notFoundTmpl, listPage{Title: "Not found", Back: prefix})
+		writePage(w, http.StatusNotFound, notFoundTmpl, l.Code(), listPage{X: inboxTexts(l), Title: l.T("Not found"), Back: prefix})
 		return
 	}
-	page := messagePage{Title: m.Subject, Back: prefix, M: m, Text: linkify(m.Text)}
+	page := messagePage{X: inboxTexts(l), Title: m.Subject, Back: prefix, M: m, Text: linkify(m.Text)}
 	page.Headers = append(page.Headers,
-		header{"From", m.From}, header{"To", m.To}, header{"Reply-To", orNone(m.ReplyTo)},
+		header{"From", m.From}, header{"To", m.To}, header{"Reply-To", orNone(l, m.ReplyTo)},
 		header{"Subject", m.Subject}, header{"Date", m.At.Format(time.RFC1123Z)}, header{"Message-ID", m.MessageID})
 	for _, k := range sortedKeys(m.Headers) {
 		page.Headers = append(page.Headers, header{k, m.Headers[k]})
@@ -468,12 +476,12 @@ func (s *Sink) serveMessage(w http.ResponseWriter, r *http.Request, prefix, id s
 		// Links inside the sandboxed frame open in the whole tab.
 		page.SrcDoc = `<base target="_top">` + m.HTML
 	}
-	writePage(w, messageTmpl, page)
+	writePage(w, http.StatusOK, messageTmpl, l.Code(), page)
 }
 
-func orNone(s string) string {
+func orNone(l *locale.Lang, s string) string {
 	if s == "" {
-		return "(none)"
+		return l.T("(none)")
 	}
 	return s
 }
