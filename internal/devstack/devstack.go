@@ -34,6 +34,7 @@ import (
 	"github.com/linkpipe/linkpipe/internal/config"
 	"github.com/linkpipe/linkpipe/internal/issuer"
 	"github.com/linkpipe/linkpipe/internal/link"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
@@ -241,8 +242,12 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 
+	cat, err := locale.New()
+	if err != nil {
+		return st, fmt.Errorf("devstack: %w", err)
+	}
 	mux := http.NewServeMux()
-	dev := &devPages{js: st.proc.JS, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log,
+	dev := &devPages{js: st.proc.JS, cat: cat, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log,
 		practices: st.proc.Deps("dev").Practices, scenarios: scenarios()}
 	if cfg.Sender == nil {
 		dev.sink = sink

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/history"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/mailer"
 )
 
@@ -20,7 +23,8 @@ const (
 	runsPath      = "/dev/runs/"      // GET <id>, <id>.json; POST <id>/steps/<n>
 )
 
-// runView is what a run's page and its JSON show.
+// runView is what a run's JSON shows, in English whatever the browser
+// speaks; its page shows it in the page's language (runPage).
 type runView struct {
 	ID       string `json:"id"`
 	Scenario string `json:"scenario"`
@@ -41,8 +45,10 @@ type runView struct {
 	// line of their history, oldest first.
 	Links    []history.Status `json:"links"`
 	Timeline []history.Entry  `json:"timeline"`
-	// LedgerError says the ledger could not be read just now.
-	LedgerError string    `json:"ledger_error,omitempty"`
+	// LedgerError says the ledger could not be read just now (ledgerErr
+	// is why).
+	LedgerError string `json:"ledger_error,omitempty"`
+	ledgerErr   error
 	At          time.Time `json:"at"`
 	NoInbox     bool      `json:"no_inbox,omitempty"`
 }
@@ -59,7 +65,15 @@ type emailView struct {
 	Kind    string    `json:"kind"`
 	Subject string    `json:"subject"`
 	Links   []string  `json:"links"`
+	// lang is the email's language, from its <html lang> ("" unknown).
+	lang string
 }
+
+// Lang is the email's language ("" unknown): its subject's lang on a page.
+func (e emailView) Lang() string { return e.lang }
+
+// htmlLang finds an email's <html lang="..."> (a BCP 47 tag).
+var htmlLang = regexp.MustCompile(`<html[^>]*\slang="([A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*)"`)
 
 func (d *devPages) startScenario(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -94,28 +108,36 @@ func (d *devPages) takeStep(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, runsPath+id, http.StatusSeeOther)
 }
 
-// view gathers what a run's page shows: its emails from the inbox and its
-// links' timeline from the ledger.
+// view gathers what a run's JSON and page show, in English: its emails
+// from the inbox and its links' timeline from the ledger.
 func (d *devPages) view(ctx context.Context, run *run) *runView {
 	now := d.clock.Now()
-	v := &runView{ID: run.ID, Scenario: run.Scenario.Name, Title: run.Scenario.Title, About: run.Scenario.About,
-		Practice: run.Practice, Client: run.Client, Email: run.Email, Next: run.Done, Errors: run.Errors, At: now,
+	en := d.cat.English()
+	v := &runView{ID: run.ID, Scenario: run.Scenario.Name, Title: run.Scenario.Title(en), About: run.Scenario.About(en),
+		Practice: run.Practice, Client: run.Client, Email: run.Email, Next: run.Done, At: now,
 		Emails: []emailView{}, Links: []history.Status{}, Timeline: []history.Entry{}}
 	for i, s := range run.Scenario.Steps {
-		v.Steps = append(v.Steps, stepView{Label: s.Label, About: s.About, Done: i < run.Done})
+		v.Steps = append(v.Steps, stepView{Label: s.Label(en), About: s.About(en), Done: i < run.Done})
+	}
+	for _, e := range run.Errors {
+		v.Errors = append(v.Errors, run.Scenario.Steps[e.Step].Label(en)+": "+e.Err.Error())
 	}
 	if d.sink == nil {
 		v.NoInbox = true
 	} else if msgs, _, err := d.sink.Page(mailer.PageQuery{To: run.Email, Limit: mailer.MaxPageSize}); err == nil {
 		for _, m := range slices.Backward(msgs) {
-			v.Emails = append(v.Emails, emailView{ID: m.ID, At: m.At, Kind: m.Headers["X-Linkpipe-Kind"], Subject: m.Subject, Links: m.Links})
+			e := emailView{ID: m.ID, At: m.At, Kind: m.Headers["X-Linkpipe-Kind"], Subject: m.Subject, Links: m.Links}
+			if sub := htmlLang.FindStringSubmatch(m.HTML); sub != nil {
+				e.lang = sub[1]
+			}
+			v.Emails = append(v.Emails, e)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tl, err := history.Client(ctx, d.js, run.Practice, run.Client)
 	if err != nil {
-		v.LedgerError = "The ledger could not be read just now: " + err.Error()
+		v.LedgerError, v.ledgerErr = en.T("The ledger could not be read just now: %s", err.Error()), err
 		return v
 	}
 	v.Links = tl.Statuses(now)
@@ -130,8 +152,17 @@ func (d *devPages) runPage(w http.ResponseWriter, r *http.Request) {
 		id, asJSON = id[:len(id)-5], true
 	}
 	run := d.runs.get(id)
-	if run == nil {
+	if run == nil && asJSON {
 		http.NotFound(w, r)
+		return
+	}
+	l := d.lang(r)
+	if run == nil {
+		d.render(w, http.StatusNotFound, l, runTmpl, "missing", struct {
+			Lang, Title, Back string
+			Message           template.HTML
+		}{l.Code(), l.T("No such run"), l.T("Back to the dev page"),
+			withHTML(l.T("There is no run %s in this process: runs are kept in memory and go when linkpipe dev stops.", slot(0)), code(id))})
 		return
 	}
 	v := d.view(r.Context(), run)
@@ -143,20 +174,121 @@ func (d *devPages) runPage(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(v)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	name := "run"
 	if r.URL.Query().Get("part") == "live" {
 		name = "live" // the part the page refreshes
 	}
-	if err := runTmpl.ExecuteTemplate(w, name, v); err != nil {
-		d.log.Warn("dev: run page", "err", err)
-	}
+	d.render(w, http.StatusOK, l, runTmpl, name, newRunPage(l, run, v))
 }
 
+// runPage is a run's page in a language: its own sentences (X, the
+// scenario's texts), and the run's facts as recorded. The ledger's verdicts
+// and timeline details are history's English (lang="en").
+type runPage struct {
+	Lang string
+	X    runText
+	V    *runView
+	// Title, About and Steps are the scenario's, in the page's language.
+	Title  string
+	About  template.HTML
+	Who    template.HTML
+	Steps  []stepPage
+	Errors []template.HTML
+	Links  []linkPage
+	// LedgerError says the ledger could not be read, and why.
+	LedgerError template.HTML
+	AsOf        string
+}
+
+type stepPage struct {
+	Label string
+	About template.HTML
+	Done  bool
+}
+
+// linkPage is a link's verdict with what kind of link it is, in words.
+type linkPage struct {
+	history.Status
+	Kind string
+}
+
+// runText is every fixed sentence of a run's page.
+type runText struct {
+	Back, SupportView, AsJSON, Steps, Done                   string
+	Emails, NoInbox, NoEmail, EmailsCaption                  string
+	Received, Kind, Subject, Link, OpenLink, None            string
+	Links, NoLink, Works, Refused, WhatToDo, TimelineCaption string
+	When, What, Detail                                       string
+}
+
+func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
+	p := &runPage{Lang: l.Code(), V: v, Title: run.Scenario.Title(l), About: markSubjects(run.Scenario.About(l)),
+		Who:  withHTML(l.T("Client %s of practice %s, address %s.", slot(0), slot(1), slot(2)), code(v.Client), code(v.Practice), code(v.Email)),
+		AsOf: l.T("As of %s.", clockTime(v.At)),
+		X: runText{
+			Back:            l.T("Back to the dev page"),
+			SupportView:     l.T("Support view"),
+			AsJSON:          l.T("As JSON"),
+			Steps:           l.T("Steps"),
+			Done:            l.T("Done:"),
+			Emails:          l.T("Emails"),
+			NoInbox:         l.T("This stack sends through SES: no inbox to show."),
+			NoEmail:         l.T("No email yet (they arrive within a second or two; reminders at their time)."),
+			EmailsCaption:   l.T("The run's emails, oldest first"),
+			Received:        l.T("Received"),
+			Kind:            l.T("Kind"),
+			Subject:         l.T("Subject"),
+			Link:            l.T("Link"),
+			OpenLink:        l.T("open the link"),
+			None:            l.T("none"),
+			Links:           l.T("Links"),
+			NoLink:          l.T("No link yet."),
+			Works:           l.T("Works"),
+			Refused:         l.T("Refused"),
+			WhatToDo:        l.T("What to do:"),
+			TimelineCaption: l.T("Timeline of the run's links, oldest first"),
+			When:            l.T("When"),
+			What:            l.T("What"),
+			Detail:          l.T("Detail"),
+		}}
+	for i, s := range run.Scenario.Steps {
+		p.Steps = append(p.Steps, stepPage{Label: s.Label(l), About: markSubjects(s.About(l)), Done: i < run.Done})
+	}
+	for _, e := range run.Errors {
+		why := english(e.Err.Error())
+		if errors.Is(e.Err, errSolNotReady) {
+			why = esc(l.T(solNotReady))
+		}
+		p.Errors = append(p.Errors, withHTML(slot(0)+": "+slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
+	}
+	for _, s := range v.Links {
+		p.Links = append(p.Links, linkPage{Status: s, Kind: linkKind(l, s.Purpose)})
+	}
+	if v.ledgerErr != nil {
+		p.LedgerError = withHTML(l.T("The ledger could not be read just now: %s", slot(0)), english(v.ledgerErr.Error()))
+	}
+	return p
+}
+
+// linkKind says what a link is for.
+func linkKind(l *locale.Lang, purpose string) string {
+	switch purpose {
+	case events.PurposeSignin:
+		return l.T("sign-in link")
+	case events.PurposeDocument:
+		return l.T("document link")
+	case events.PurposeTelehealth:
+		return l.T("video appointment link")
+	}
+	return l.T("link")
+}
+
+// clockTime is a time of day on the run's page: the same in every language.
+func clockTime(t time.Time) string { return t.UTC().Format("15:04:05 UTC") }
+
 var runTmpl = template.Must(template.New("run").Funcs(template.FuncMap{
-	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05 UTC") },
-	"inc":   func(i int) int { return i + 1 },
-}).Parse(`{{define "run"}}<!doctype html><html lang="en"><head><meta charset="utf-8">
+	"clock": clockTime,
+}).Parse(`{{define "run"}}<!doctype html><html lang="{{.Lang}}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · linkpipe dev</title>` + style + `
 <style>
 body{max-width:64rem}td.when{white-space:nowrap}td code{word-break:normal;overflow-wrap:anywhere}
@@ -165,14 +297,14 @@ table{width:100%;border-collapse:collapse;font-size:.9rem}th,td{text-align:left;
 td{overflow-wrap:anywhere}.works{color:#116329;font-weight:700}.refused{color:#a40e26;font-weight:700}
 form.inline{display:inline}form.inline button{margin-top:.4rem}
 </style></head><body><main>
-<p><a href="/dev">Back to the dev page</a></p>
+<p><a href="/dev">{{.X.Back}}</a></p>
 <h1>{{.Title}}</h1>
 <p>{{.About}}</p>
-<p>Client <code>{{.Client}}</code> of practice <code>{{.Practice}}</code>, address <code>{{.Email}}</code>.
-<a href="/support?practice={{.Practice}}&amp;client={{.Client}}">Support view</a> · <a href="{{.ID}}.json">As JSON</a></p>
-<h2>Steps</h2>
-<ol class="steps">{{$id := .ID}}{{$next := .Next}}{{range $i, $s := .Steps}}
-<li>{{if $s.Done}}<span class="done">Done:</span> {{$s.Label}} <small>({{$s.About}})</small>
+<p>{{.Who}}
+<a href="/support?practice={{.V.Practice}}&amp;client={{.V.Client}}">{{.X.SupportView}}</a> · <a href="{{.V.ID}}.json">{{.X.AsJSON}}</a></p>
+<h2>{{.X.Steps}}</h2>
+<ol class="steps">{{$id := .V.ID}}{{$next := .V.Next}}{{$x := .X}}{{range $i, $s := .Steps}}
+<li>{{if $s.Done}}<span class="done">{{$x.Done}}</span> {{$s.Label}} <small>({{$s.About}})</small>
 {{else if eq $i $next}}<form class="inline" method="post" action="/dev/runs/{{$id}}/steps/{{$i}}"><button type="submit">{{$s.Label}}</button></form> <small>{{$s.About}}</small>
 {{else}}{{$s.Label}} <small>({{$s.About}})</small>{{end}}</li>{{end}}
 </ol>
@@ -185,19 +317,25 @@ setInterval(function(){fetch(location.pathname+"?part=live",{cache:"no-store"}).
  if(h!==null){var el=document.getElementById("live");if(el.innerHTML!==h){el.innerHTML=h}}}).catch(function(){})},2000);
 </script>
 </body></html>{{end}}
-{{define "live"}}<h2>Emails</h2>
-{{if .NoInbox}}<p>This stack sends through SES: no inbox to show.</p>
-{{else if not .Emails}}<p>No email yet (they arrive within a second or two; reminders at their time).</p>
-{{else}}<table><caption>The run's emails, oldest first</caption><thead><tr><th scope="col">Received</th><th scope="col">Kind</th><th scope="col">Subject</th><th scope="col">Link</th></tr></thead><tbody>
-{{range .Emails}}<tr><td class="when">{{clock .At}}</td><td><code>{{.Kind}}</code></td><td><a href="/inbox/{{.ID}}">{{.Subject}}</a></td><td>{{range .Links}}<a href="{{.}}">open the link</a>{{else}}none{{end}}</td></tr>
+{{define "live"}}{{$x := .X}}<h2>{{$x.Emails}}</h2>
+{{if .V.NoInbox}}<p>{{$x.NoInbox}}</p>
+{{else if not .V.Emails}}<p>{{$x.NoEmail}}</p>
+{{else}}<table><caption>{{$x.EmailsCaption}}</caption><thead><tr><th scope="col">{{$x.Received}}</th><th scope="col">{{$x.Kind}}</th><th scope="col">{{$x.Subject}}</th><th scope="col">{{$x.Link}}</th></tr></thead><tbody>
+{{range .V.Emails}}<tr><td class="when">{{clock .At}}</td><td><code lang="en">{{.Kind}}</code></td><td{{with .Lang}} lang="{{.}}"{{end}}><a href="/inbox/{{.ID}}">{{.Subject}}</a></td><td>{{range .Links}}<a href="{{.}}">{{$x.OpenLink}}</a>{{else}}{{$x.None}}{{end}}</td></tr>
 {{end}}</tbody></table>{{end}}
-<h2>Links</h2>
+<h2>{{$x.Links}}</h2>
 {{if .LedgerError}}<p class="bad">{{.LedgerError}}</p>
-{{else if not .Links}}<p>No link yet.</p>
-{{else}}{{range .Links}}<div class="box"><p><span class="{{if .Works}}works">Works{{else}}refused">Refused{{end}}</span>:
-{{if .Purpose}}{{.Purpose}} link{{else}}link{{end}} <code>{{.LinkID}}</code></p>
-<p>{{.Verdict}}</p>{{if .Todo}}<p><strong>What to do:</strong> {{.Todo}}</p>{{end}}</div>{{end}}
-<table><caption>Timeline of the run's links, oldest first</caption><thead><tr><th scope="col">When</th><th scope="col">Link</th><th scope="col">What</th><th scope="col">Detail</th></tr></thead><tbody>
-{{range .Timeline}}<tr><td class="when">{{clock .At}}</td><td><code>{{.LinkID}}</code></td><td><code>{{.What}}</code></td><td>{{.Detail}}</td></tr>
+{{else if not .Links}}<p>{{$x.NoLink}}</p>
+{{else}}{{range .Links}}<div class="box"><p><span class="{{if .Works}}works">{{$x.Works}}{{else}}refused">{{$x.Refused}}{{end}}</span>:
+{{.Kind}} <code>{{.LinkID}}</code></p>
+<p lang="en">{{.Verdict}}</p>{{if .Todo}}<p><strong>{{$x.WhatToDo}}</strong> <span lang="en">{{.Todo}}</span></p>{{end}}</div>{{end}}
+<table><caption>{{$x.TimelineCaption}}</caption><thead><tr><th scope="col">{{$x.When}}</th><th scope="col">{{$x.Link}}</th><th scope="col">{{$x.What}}</th><th scope="col">{{$x.Detail}}</th></tr></thead><tbody>
+{{range .V.Timeline}}<tr><td class="when">{{clock .At}}</td><td><code>{{.LinkID}}</code></td><td><code lang="en">{{.What}}</code></td><td lang="en">{{.Detail}}</td></tr>
 {{end}}</tbody></table>{{end}}
-<p><small>As of {{clock .At}}.</small></p>{{end}}`))
+<p><small>{{.AsOf}}</small></p>{{end}}
+{{define "missing"}}<!doctype html><html lang="{{.Lang}}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · linkpipe dev</title>` + style + `</head><body><main>
+<p><a href="/dev">{{.Back}}</a></p>
+<h1>{{.Title}}</h1>
+<p>{{.Message}}</p>
+</main></body></html>{{end}}`))

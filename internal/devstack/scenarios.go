@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
+	"github.com/linkpipe/linkpipe/internal/locale"
 	"github.com/linkpipe/linkpipe/internal/practice"
 )
 
@@ -30,71 +31,130 @@ const maxRuns = 100
 // its effect (an expired link, a reminder) has been looked at.
 type scenario struct {
 	Name  string
-	Title string
+	Title text
 	// About says what the scenario shows, and what to look at.
-	About string
+	About text
 	Steps []step
 }
 
 // A step publishes actions for a run.
 type step struct {
-	Label string // the button
-	About string // what it does, and what to expect
+	Label text // the button
+	About text // what it does, and what to expect
 	run   func(d *devPages, ctx context.Context, r *run) error
 }
+
+// A text is a sentence of the panel in a language: a closure holding its
+// l.T("...") call (the catalogue's test reads the keys from the source).
+// The run's JSON says it in English.
+type text func(l *locale.Lang) string
+
+// same is a text that reads the same in every language (a NATS subject
+// with its fields).
+func same(s string) text { return func(*locale.Lang) string { return s } }
 
 // scenarios is every scenario of the panel: every action kind a practice
 // system publishes (renewal requests come from a refusal page's button),
 // with the clock shortcuts where time matters.
 func scenarios() []*scenario {
 	return []*scenario{
-		{Name: "signin", Title: "Sign-in link, then a newer one",
-			About: "A sign-in link works once, for 24 hours. Asking for another supersedes the first: open the first email's link after step 2 and the page says there is a newer link, with a button that emails one (actions.renewal.requested).",
+		{Name: "signin",
+			Title: func(l *locale.Lang) string { return l.T("Sign-in link, then a newer one") },
+			About: func(l *locale.Lang) string {
+				return l.T("A sign-in link works once, for 24 hours. Asking for another supersedes the first: open the first email's link after step 2 and the page says there is a newer link, with a button that emails one (actions.renewal.requested).")
+			},
 			Steps: []step{
-				{Label: "Send a sign-in link", About: "actions.signin.requested", run: (*devPages).signin},
-				{Label: "Send another sign-in link", About: "actions.signin.requested again: the first link is superseded", run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Send a sign-in link") }, About: same("actions.signin.requested"), run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Send another sign-in link") },
+					About: func(l *locale.Lang) string {
+						return l.T("actions.signin.requested again: the first link is superseded")
+					},
+					run: (*devPages).signin},
 			}},
-		{Name: "document", Title: "A document link survives a sign-in",
-			About: "A document link lasts 72 hours and is its own scope: signing in afterwards does not turn it off (it once did). Both links work after step 2.",
+		{Name: "document",
+			Title: func(l *locale.Lang) string { return l.T("A document link survives a sign-in") },
+			About: func(l *locale.Lang) string {
+				return l.T("A document link lasts 72 hours and is its own scope: signing in afterwards does not turn it off (it once did). Both links work after step 2.")
+			},
 			Steps: []step{
-				{Label: "Share a document", About: "actions.document.shared", run: (*devPages).shareDocument},
-				{Label: "Now send a sign-in link", About: "actions.signin.requested: the document link keeps working", run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Share a document") }, About: same("actions.document.shared"), run: (*devPages).shareDocument},
+				{Label: func(l *locale.Lang) string { return l.T("Now send a sign-in link") },
+					About: func(l *locale.Lang) string { return l.T("actions.signin.requested: the document link keeps working") },
+					run:   (*devPages).signin},
 			}},
-		{Name: "reminders", Title: "Video appointment in 5 minutes, reminders a minute apart",
-			About: "A video appointment starting in 5 minutes with reminders 4, 3 and 2 minutes before it: the confirmation arrives now and a reminder each minute after, all with the same link, which can be opened again and again until 30 minutes after the end (re-joining a dropped call).",
+		{Name: "reminders",
+			Title: func(l *locale.Lang) string { return l.T("Video appointment in 5 minutes, reminders a minute apart") },
+			About: func(l *locale.Lang) string {
+				return l.T("A video appointment starting in 5 minutes with reminders 4, 3 and 2 minutes before it: the confirmation arrives now and a reminder each minute after, all with the same link, which can be opened again and again until 30 minutes after the end (re-joining a dropped call).")
+			},
 			Steps: []step{
-				{Label: "Schedule the appointment", About: "actions.appointment.scheduled with reminders [4m, 3m, 2m]", run: (*devPages).scheduleSoon},
+				{Label: func(l *locale.Lang) string { return l.T("Schedule the appointment") },
+					About: func(l *locale.Lang) string { return l.T("actions.appointment.scheduled with reminders [4m, 3m, 2m]") },
+					run:   (*devPages).scheduleSoon},
 			}},
-		{Name: "reschedule", Title: "A reschedule revives an expired video link",
-			About: "An appointment that ended two hours ago has an expired link. Rescheduling it to start in 10 minutes makes the same link work again, and the email says so.",
+		{Name: "reschedule",
+			Title: func(l *locale.Lang) string { return l.T("A reschedule revives an expired video link") },
+			About: func(l *locale.Lang) string {
+				return l.T("An appointment that ended two hours ago has an expired link. Rescheduling it to start in 10 minutes makes the same link work again, and the email says so.")
+			},
 			Steps: []step{
-				{Label: "Schedule an appointment that is over", About: "actions.appointment.scheduled, 3 hours ago: the link is expired", run: (*devPages).schedulePast},
-				{Label: "Reschedule it to start in 10 minutes", About: "actions.appointment.rescheduled: the same link works again", run: (*devPages).rescheduleSoon},
+				{Label: func(l *locale.Lang) string { return l.T("Schedule an appointment that is over") },
+					About: func(l *locale.Lang) string {
+						return l.T("actions.appointment.scheduled, 3 hours ago: the link is expired")
+					},
+					run: (*devPages).schedulePast},
+				{Label: func(l *locale.Lang) string { return l.T("Reschedule it to start in 10 minutes") },
+					About: func(l *locale.Lang) string { return l.T("actions.appointment.rescheduled: the same link works again") },
+					run:   (*devPages).rescheduleSoon},
 			}},
-		{Name: "cancel", Title: "Cancel an appointment",
-			About: "A canceled appointment's link stops working at once and its reminders are dropped; the client gets a cancellation email without a link.",
+		{Name: "cancel",
+			Title: func(l *locale.Lang) string { return l.T("Cancel an appointment") },
+			About: func(l *locale.Lang) string {
+				return l.T("A canceled appointment's link stops working at once and its reminders are dropped; the client gets a cancellation email without a link.")
+			},
 			Steps: []step{
-				{Label: "Schedule a video appointment tomorrow", About: "actions.appointment.scheduled", run: (*devPages).scheduleTomorrow},
-				{Label: "Cancel it", About: "actions.appointment.canceled: the link is refused as canceled", run: (*devPages).cancel},
+				{Label: func(l *locale.Lang) string { return l.T("Schedule a video appointment tomorrow") }, About: same("actions.appointment.scheduled"), run: (*devPages).scheduleTomorrow},
+				{Label: func(l *locale.Lang) string { return l.T("Cancel it") },
+					About: func(l *locale.Lang) string {
+						return l.T("actions.appointment.canceled: the link is refused as canceled")
+					},
+					run: (*devPages).cancel},
 			}},
-		{Name: "in-person", Title: "In-person appointment",
-			About: "An in-person appointment's confirmation carries no link: there is nothing to join.",
+		{Name: "in-person",
+			Title: func(l *locale.Lang) string { return l.T("In-person appointment") },
+			About: func(l *locale.Lang) string {
+				return l.T("An in-person appointment's confirmation carries no link: there is nothing to join.")
+			},
 			Steps: []step{
-				{Label: "Schedule an in-person appointment", About: "actions.appointment.scheduled, telehealth false", run: (*devPages).scheduleInPerson},
+				{Label: func(l *locale.Lang) string { return l.T("Schedule an in-person appointment") }, About: same("actions.appointment.scheduled, telehealth false"), run: (*devPages).scheduleInPerson},
 			}},
-		{Name: "revoke", Title: "Turn off every link of a client",
-			About: "A lost phone: the practice turns off all of a client's links at once. Both links are refused as revoked after step 2; a new sign-in afterwards works.",
+		{Name: "revoke",
+			Title: func(l *locale.Lang) string { return l.T("Turn off every link of a client") },
+			About: func(l *locale.Lang) string {
+				return l.T("A lost phone: the practice turns off all of a client's links at once. Both links are refused as revoked after step 2; a new sign-in afterwards works.")
+			},
 			Steps: []step{
-				{Label: "Send a sign-in link and share a document", About: "actions.signin.requested and actions.document.shared", run: (*devPages).signinAndDocument},
-				{Label: "Turn off all their links", About: "actions.client.links_revoked", run: (*devPages).revoke},
-				{Label: "Send a new sign-in link", About: "actions.signin.requested: works again", run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Send a sign-in link and share a document") },
+					About: func(l *locale.Lang) string { return l.T("actions.signin.requested and actions.document.shared") },
+					run:   (*devPages).signinAndDocument},
+				{Label: func(l *locale.Lang) string { return l.T("Turn off all their links") }, About: same("actions.client.links_revoked"), run: (*devPages).revoke},
+				{Label: func(l *locale.Lang) string { return l.T("Send a new sign-in link") },
+					About: func(l *locale.Lang) string { return l.T("actions.signin.requested: works again") },
+					run:   (*devPages).signin},
 			}},
-		{Name: "practice", Title: "A practice's settings: Spanish, its time zone and colour",
-			About: "Clínica Sol speaks Spanish, is in Madrid and has its own accent colour: its emails and pages follow (the expiry time is Madrid's). A client who reads English gets English whatever the practice's language.",
+		{Name: "practice",
+			Title: func(l *locale.Lang) string { return l.T("A practice's settings: Spanish, its time zone and colour") },
+			About: func(l *locale.Lang) string {
+				return l.T("Clínica Sol speaks Spanish, is in Madrid and has its own accent colour: its emails and pages follow (the expiry time is Madrid's). A client who reads English gets English whatever the practice's language.")
+			},
 			Steps: []step{
-				{Label: "Set up Clínica Sol", About: "actions.practice.updated: locale es, timezone Europe/Madrid, accent_color", run: (*devPages).setUpSol},
-				{Label: "Send a sign-in link", About: "actions.signin.requested for a client with no language: Spanish", run: (*devPages).solSignin},
-				{Label: "Send another, now that the client reads English", About: "actions.signin.requested with client.locale en", run: (*devPages).solSigninEnglish},
+				{Label: func(l *locale.Lang) string { return l.T("Set up Clínica Sol") }, About: same("actions.practice.updated: locale es, timezone Europe/Madrid, accent_color"), run: (*devPages).setUpSol},
+				{Label: func(l *locale.Lang) string { return l.T("Send a sign-in link") },
+					About: func(l *locale.Lang) string {
+						return l.T("actions.signin.requested for a client with no language: Spanish")
+					},
+					run: (*devPages).solSignin},
+				{Label: func(l *locale.Lang) string { return l.T("Send another, now that the client reads English") }, About: same("actions.signin.requested with client.locale en"), run: (*devPages).solSigninEnglish},
 			}},
 	}
 }
@@ -110,7 +170,7 @@ type run struct {
 	Started  time.Time
 	// Done is how many steps have run; Errors what a step could not do.
 	Done   int
-	Errors []string
+	Errors []stepError
 	// published counts the actions published, for their event ids.
 	published int
 }
@@ -148,7 +208,7 @@ func (rs *runs) get(id string) *run {
 		return nil
 	}
 	c := *r
-	c.Errors = append([]string(nil), r.Errors...)
+	c.Errors = append([]stepError(nil), r.Errors...)
 	return &c
 }
 
@@ -163,6 +223,12 @@ func (rs *runs) list() []*run {
 	rs.mu.Unlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].Started.After(out[b].Started) })
 	return out
+}
+
+// stepError is what step Step of a run could not do.
+type stepError struct {
+	Step int
+	Err  error
 }
 
 // errStepOrder: a step button was pressed out of order (a stale page, a
@@ -181,7 +247,7 @@ func (rs *runs) step(ctx context.Context, d *devPages, id string, n int) error {
 		return errStepOrder
 	}
 	if err := r.Scenario.Steps[n].run(d, ctx, r); err != nil {
-		r.Errors = append(r.Errors, r.Scenario.Steps[n].Label+": "+err.Error())
+		r.Errors = append(r.Errors, stepError{Step: n, Err: err})
 		return err
 	}
 	r.Done++
@@ -287,6 +353,12 @@ func (d *devPages) setUpSol(ctx context.Context, r *run) error {
 			Timezone: "Europe/Madrid", Locale: "es", AccentColor: "#b45309"}})
 }
 
+// solNotReady says Clínica Sol's settings are not in the practice
+// directory yet (the run's page says it in the page's language).
+const solNotReady = "Clínica Sol's settings have not arrived yet; try again in a moment"
+
+var errSolNotReady = errors.New(solNotReady)
+
 // solReady waits (briefly) for Clínica Sol's settings to reach the
 // practice directory, so the next email is rendered with them.
 func (d *devPages) solReady(ctx context.Context) error {
@@ -303,7 +375,7 @@ func (d *devPages) solReady(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return errors.New("Clínica Sol's settings have not arrived yet; try again in a moment")
+	return errSolNotReady
 }
 
 func (d *devPages) solSignin(ctx context.Context, r *run) error {
