@@ -54,6 +54,9 @@ const (
 	// LongDate is the full date with the year and time: "Tuesday
 	// 1 December 2026 at 9:00 AM" (pages).
 	LongDate
+	// DayClock is a short day and the time to the second on a 24-hour
+	// clock, without the zone: "Tue 1 Dec 15:04:05" (the dev inbox's rows).
+	DayClock
 )
 
 // Lang is one language: its printer, its date names and layouts.
@@ -95,6 +98,7 @@ func New() (*Catalog, error) {
 			LongDay:   "Monday 2 January, 3:04 PM",
 			ClockTime: "3:04 PM MST",
 			LongDate:  "Monday 2 January 2006 at 3:04 PM",
+			DayClock:  "Mon 2 Jan 15:04:05",
 		},
 		language.Spanish: {
 			Short:     "Mon 2 Jan, 15:04 MST",
@@ -102,6 +106,7 @@ func New() (*Catalog, error) {
 			LongDay:   "Monday 2 de January, 15:04",
 			ClockTime: "15:04 MST",
 			LongDate:  "Monday 2 de January de 2006, 15:04",
+			DayClock:  "Mon 2 Jan 15:04:05",
 		},
 	}
 	dates := map[language.Tag]monday.Locale{language.English: monday.LocaleEnGB, language.Spanish: monday.LocaleEsES}

@@ -71,6 +71,8 @@ func TestDatesAndPlurals(t *testing.T) {
 		{en, LongDate, "Tuesday 1 December 2026 at 3:04 PM"},
 		{es, LongDate, "martes 1 de diciembre de 2026, 15:04"},
 		{es, ClockTime, "15:04 CST"},
+		{en, DayClock, "Tue 1 Dec 15:04:00"},
+		{es, DayClock, "mar 1 dic 15:04:00"},
 	} {
 		if got := tc.l.Date(at, tc.s); got != tc.want {
 			t.Errorf("%s Date(%d) = %q, want %q", tc.l.Code(), tc.s, got, tc.want)

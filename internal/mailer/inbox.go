@@ -13,6 +13,8 @@ import (
 
 type inboxRow struct {
 	Href, To, Subject, When, Link string
+	// Lang is the email's language ("" unknown).
+	Lang string
 }
 
 // inboxText is every sentence of the inbox pages, in the page's language.
@@ -60,15 +62,19 @@ type listPage struct {
 	NoneYet bool
 }
 
-type header struct{ Name, Value string }
+// header is one header of an email: its name (English, as sent) and value;
+// Lang is the value's language when it is the email's text (the subject).
+type header struct{ Name, Value, Lang string }
 
 type segment struct{ Text, URL string }
 
 type messagePage struct {
-	X       inboxText
-	Title   string
-	Back    string
-	M       SinkMessage
+	X     inboxText
+	Title string
+	Back  string
+	M     SinkMessage
+	// Lang is the email's language ("" unknown).
+	Lang    string
 	Headers []header
 	Text    []segment
 	SrcDoc  string
@@ -147,7 +153,7 @@ a{color:#1f6feb}
 .muted{color:#52606d}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
 dt{color:#52606d}
-dd{margin:0;word-break:break-all}
+dd{margin:0;overflow-wrap:anywhere}
 iframe{width:100%;height:560px;border:1px solid #e4e7eb;border-radius:6px;background:#fff}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 ul.links{margin:0;padding-left:20px}
@@ -174,7 +180,7 @@ var listTmpl = template.Must(template.New("list").Parse(pageHead + `
 {{if .Rows}}<div class="scroll" role="region" aria-label="{{.X.Emails}}" tabindex="0"><table>
 <thead><tr><th>{{.X.To}}</th><th>{{.X.Subject}}</th><th>{{.X.Received}}</th><th>{{.X.Link}}</th></tr></thead>
 <tbody>
-{{$x := .X}}{{range .Rows}}<tr><td>{{.To}}</td><td><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">{{$x.OpenLink}}</a>{{end}}</td></tr>
+{{$x := .X}}{{range .Rows}}<tr><td>{{.To}}</td><td{{with .Lang}} lang="{{.}}"{{end}}><a href="{{.Href}}">{{.Subject}}</a></td><td class="when">{{.When}}</td><td>{{if .Link}}<a class="btn" href="{{.Link}}">{{$x.OpenLink}}</a>{{end}}</td></tr>
 {{end}}</tbody>
 </table></div>{{else}}<p>{{.X.NoEmail}}</p>{{end}}
 </div>
@@ -187,7 +193,7 @@ var notFoundTmpl = template.Must(template.New("notfound").Parse(pageHead + `
 var messageTmpl = template.Must(template.New("message").Parse(pageHead + `
 <div class="card">
 <dl>
-{{range .Headers}}<dt>{{.Name}}</dt><dd>{{.Value}}</dd>
+{{range .Headers}}<dt lang="en">{{.Name}}</dt><dd{{with .Lang}} lang="{{.}}"{{end}}>{{.Value}}</dd>
 {{end}}</dl>
 </div>
 {{if .M.Links}}<div class="card">
@@ -202,6 +208,6 @@ var messageTmpl = template.Must(template.New("message").Parse(pageHead + `
 </div>{{end}}
 <div class="card">
 <h2>{{.X.Plain}}</h2>
-<pre>{{range .Text}}{{if .URL}}<a href="{{.URL}}">{{.URL}}</a>{{else}}{{.Text}}{{end}}{{end}}</pre>
+<pre{{with .Lang}} lang="{{.}}"{{end}}>{{range .Text}}{{if .URL}}<a href="{{.URL}}">{{.URL}}</a>{{else}}{{.Text}}{{end}}{{end}}</pre>
 </div>
 ` + pageFoot))

@@ -75,6 +75,18 @@ type SinkMessage struct {
 	Links []string `json:"links"`
 }
 
+// htmlLang finds an email's <html lang="..."> (a BCP 47 tag).
+var htmlLang = regexp.MustCompile(`<html[^>]*\slang="([A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*)"`)
+
+// Lang is the email's language, from its HTML's <html lang> ("" when it
+// has none): the lang of its subject and text on a page in another.
+func (m SinkMessage) Lang() string {
+	if sub := htmlLang.FindStringSubmatch(m.HTML); sub != nil {
+		return sub[1]
+	}
+	return ""
+}
+
 // NewSink returns a Sink storing into db (bucket "sink", created here).
 func NewSink(db *bolt.DB, clk clock.Clock) (*Sink, error) {
 	if db == nil {
@@ -443,14 +455,14 @@ func (s *Sink) serveList(w http.ResponseWriter, r *http.Request, prefix string) 
 		return
 	}
 	rows := make([]inboxRow, 0, len(msgs))
+	l := s.cat.ForPage(r.Header.Get("Accept-Language"), "")
 	for _, m := range msgs {
-		row := inboxRow{Href: prefix + "/" + m.ID, To: m.To, Subject: m.Subject, When: m.At.Local().Format("Mon 2 Jan 15:04:05")}
+		row := inboxRow{Href: prefix + "/" + m.ID, To: m.To, Subject: m.Subject, Lang: m.Lang(), When: l.Date(m.At.Local(), locale.DayClock)}
 		if len(m.Links) > 0 {
 			row.Link = m.Links[0]
 		}
 		rows = append(rows, row)
 	}
-	l := s.cat.ForPage(r.Header.Get("Accept-Language"), "")
 	writePage(w, http.StatusOK, listTmpl, l.Code(), listPage{X: inboxTexts(l), Title: l.T("Inbox"), Self: prefix, JSON: prefix + ".json", Rows: rows, NoneYet: !arrived})
 }
 
@@ -465,12 +477,13 @@ func (s *Sink) serveMessage(w http.ResponseWriter, r *http.Request, prefix, id s
 		writePage(w, http.StatusNotFound, notFoundTmpl, l.Code(), listPage{X: inboxTexts(l), Title: l.T("Not found"), Back: prefix})
 		return
 	}
-	page := messagePage{X: inboxTexts(l), Title: m.Subject, Back: prefix, M: m, Text: linkify(m.Text)}
+	page := messagePage{X: inboxTexts(l), Title: m.Subject, Back: prefix, M: m, Lang: m.Lang(), Text: linkify(m.Text)}
 	page.Headers = append(page.Headers,
-		header{"From", m.From}, header{"To", m.To}, header{"Reply-To", orNone(l, m.ReplyTo)},
-		header{"Subject", m.Subject}, header{"Date", m.At.Format(time.RFC1123Z)}, header{"Message-ID", m.MessageID})
+		header{Name: "From", Value: m.From}, header{Name: "To", Value: m.To}, header{Name: "Reply-To", Value: orNone(l, m.ReplyTo)},
+		header{Name: "Subject", Value: m.Subject, Lang: m.Lang()}, header{Name: "Date", Value: m.At.Format(time.RFC1123Z)},
+		header{Name: "Message-ID", Value: m.MessageID})
 	for _, k := range sortedKeys(m.Headers) {
-		page.Headers = append(page.Headers, header{k, m.Headers[k]})
+		page.Headers = append(page.Headers, header{Name: k, Value: m.Headers[k]})
 	}
 	if m.HTML != "" {
 		// Links inside the sandboxed frame open in the whole tab.
