@@ -90,7 +90,7 @@ func TestDevPagesLanguage(t *testing.T) {
 		{"run", "/dev/runs/" + id, "es", "es", 200,
 			[]string{"<title>Cita presencial · linkpipe dev</title>", "Programar una cita presencial", "Hecho:", "Pasos",
 				"Volver a la página de desarrollo", "del consultorio", "Vista de soporte", "En JSON",
-				"Correos", "Tipo", "Asunto", `<code lang="en">appointment_confirmed</code>`, `<td lang="en"><a href="/inbox/`,
+				"Correos", "Tipo", "Asunto", `<code class="token" lang="en">appointment_<wbr>confirmed</code>`, `<td lang="en"><a href="/inbox/`,
 				"Aún no hay enlaces.", "Actualizado a las"},
 			[]string{"Schedule an in-person appointment", "Back to the dev page", "No link yet"}},
 		{"run", "/dev/runs/" + id, "", "en", 200,

@@ -66,7 +66,7 @@ h1{font-size:1.5rem}label{display:block;margin:.6rem 0 .2rem;font-weight:600}
 input{width:100%;padding:.5rem;border:1px solid #9aa7b4;border-radius:6px;font-size:1rem;box-sizing:border-box}
 button{margin-top:1rem;padding:.7rem 1.2rem;font-size:1rem;border:0;border-radius:6px;background:#1f6feb;color:#fff;cursor:pointer}
 .box{border:1px solid #d5dde5;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0;background:#f7f9fb}
-code,pre{background:#eef2f6;border-radius:4px;padding:.1rem .3rem;white-space:pre-wrap;word-break:break-all}
+code,pre{background:#eef2f6;border-radius:4px;padding:.1rem .3rem;white-space:pre-wrap;overflow-wrap:anywhere}
 .scenarios{list-style:none;padding:0}.scenarios li{margin:0 0 1rem}.scenarios p{margin:.3rem 0 0}.scenarios button{margin-top:0}
 .ok{color:#116329;font-weight:700}.bad{color:#a40e26;font-weight:700}
 </style>`

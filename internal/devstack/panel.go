@@ -6,9 +6,9 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
@@ -65,15 +65,12 @@ type emailView struct {
 	Kind    string    `json:"kind"`
 	Subject string    `json:"subject"`
 	Links   []string  `json:"links"`
-	// lang is the email's language, from its <html lang> ("" unknown).
+	// lang is the email's language (SinkMessage.Lang; "" unknown).
 	lang string
 }
 
 // Lang is the email's language ("" unknown): its subject's lang on a page.
 func (e emailView) Lang() string { return e.lang }
-
-// htmlLang finds an email's <html lang="..."> (a BCP 47 tag).
-var htmlLang = regexp.MustCompile(`<html[^>]*\slang="([A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*)"`)
 
 func (d *devPages) startScenario(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -126,11 +123,7 @@ func (d *devPages) view(ctx context.Context, run *run) *runView {
 		v.NoInbox = true
 	} else if msgs, _, err := d.sink.Page(mailer.PageQuery{To: run.Email, Limit: mailer.MaxPageSize}); err == nil {
 		for _, m := range slices.Backward(msgs) {
-			e := emailView{ID: m.ID, At: m.At, Kind: m.Headers["X-Linkpipe-Kind"], Subject: m.Subject, Links: m.Links}
-			if sub := htmlLang.FindStringSubmatch(m.HTML); sub != nil {
-				e.lang = sub[1]
-			}
-			v.Emails = append(v.Emails, e)
+			v.Emails = append(v.Emails, emailView{ID: m.ID, At: m.At, Kind: m.Headers["X-Linkpipe-Kind"], Subject: m.Subject, Links: m.Links, lang: m.Lang()})
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -286,12 +279,30 @@ func linkKind(l *locale.Lang, purpose string) string {
 // clockTime is a time of day on the run's page: the same in every language.
 func clockTime(t time.Time) string { return t.UTC().Format("15:04:05 UTC") }
 
+// token is an English identifier of the ledger or the mailer (an event
+// name, an email kind) shown as code that wraps only after its '_', ':' and
+// '.' (so a phone's narrow column never splits "issued" in two).
+func token(s string) template.HTML {
+	var b strings.Builder
+	b.WriteString(`<code class="token" lang="en">`)
+	for _, r := range s {
+		b.WriteString(template.HTMLEscapeString(string(r)))
+		if r == '_' || r == ':' || r == '.' {
+			b.WriteString("<wbr>")
+		}
+	}
+	b.WriteString("</code>")
+	return template.HTML(b.String())
+}
+
 var runTmpl = template.Must(template.New("run").Funcs(template.FuncMap{
 	"clock": clockTime,
+	"token": token,
 }).Parse(`{{define "run"}}<!doctype html><html lang="{{.Lang}}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{{.Title}} · linkpipe dev</title>` + style + `
 <style>
-body{max-width:64rem}td.when{white-space:nowrap}td code{word-break:normal;overflow-wrap:anywhere}
+body{max-width:64rem}td code{word-break:normal;overflow-wrap:anywhere}td code.token{overflow-wrap:normal}
+td.when{overflow-wrap:normal}@media (min-width:40rem){td.when,td code.token{white-space:nowrap}}
 .steps li{margin:.4rem 0}.done{color:#116329}
 table{width:100%;border-collapse:collapse;font-size:.9rem}th,td{text-align:left;padding:.3rem .4rem;border-top:1px solid #d5dde5;vertical-align:top}
 td{overflow-wrap:anywhere}.works{color:#116329;font-weight:700}.refused{color:#a40e26;font-weight:700}
@@ -321,7 +332,7 @@ setInterval(function(){fetch(location.pathname+"?part=live",{cache:"no-store"}).
 {{if .V.NoInbox}}<p>{{$x.NoInbox}}</p>
 {{else if not .V.Emails}}<p>{{$x.NoEmail}}</p>
 {{else}}<table><caption>{{$x.EmailsCaption}}</caption><thead><tr><th scope="col">{{$x.Received}}</th><th scope="col">{{$x.Kind}}</th><th scope="col">{{$x.Subject}}</th><th scope="col">{{$x.Link}}</th></tr></thead><tbody>
-{{range .V.Emails}}<tr><td class="when">{{clock .At}}</td><td><code lang="en">{{.Kind}}</code></td><td{{with .Lang}} lang="{{.}}"{{end}}><a href="/inbox/{{.ID}}">{{.Subject}}</a></td><td>{{range .Links}}<a href="{{.}}">{{$x.OpenLink}}</a>{{else}}{{$x.None}}{{end}}</td></tr>
+{{range .V.Emails}}<tr><td class="when">{{clock .At}}</td><td>{{token .Kind}}</td><td{{with .Lang}} lang="{{.}}"{{end}}><a href="/inbox/{{.ID}}">{{.Subject}}</a></td><td>{{range .Links}}<a href="{{.}}">{{$x.OpenLink}}</a>{{else}}{{$x.None}}{{end}}</td></tr>
 {{end}}</tbody></table>{{end}}
 <h2>{{$x.Links}}</h2>
 {{if .LedgerError}}<p class="bad">{{.LedgerError}}</p>
@@ -330,7 +341,7 @@ setInterval(function(){fetch(location.pathname+"?part=live",{cache:"no-store"}).
 {{.Kind}} <code>{{.LinkID}}</code></p>
 <p lang="en">{{.Verdict}}</p>{{if .Todo}}<p><strong>{{$x.WhatToDo}}</strong> <span lang="en">{{.Todo}}</span></p>{{end}}</div>{{end}}
 <table><caption>{{$x.TimelineCaption}}</caption><thead><tr><th scope="col">{{$x.When}}</th><th scope="col">{{$x.Link}}</th><th scope="col">{{$x.What}}</th><th scope="col">{{$x.Detail}}</th></tr></thead><tbody>
-{{range .V.Timeline}}<tr><td class="when">{{clock .At}}</td><td><code>{{.LinkID}}</code></td><td><code lang="en">{{.What}}</code></td><td lang="en">{{.Detail}}</td></tr>
+{{range .V.Timeline}}<tr><td class="when">{{clock .At}}</td><td><code>{{.LinkID}}</code></td><td>{{token .What}}</td><td lang="en">{{.Detail}}</td></tr>
 {{end}}</tbody></table>{{end}}
 <p><small>{{.AsOf}}</small></p>{{end}}
 {{define "missing"}}<!doctype html><html lang="{{.Lang}}"><head><meta charset="utf-8">

@@ -154,7 +154,7 @@ func scenarios() []*scenario {
 						return l.T("actions.signin.requested for a client with no language: Spanish")
 					},
 					run: (*devPages).solSignin},
-				{Label: func(l *locale.Lang) string { return l.T("Send another, now that the client reads English") }, About: same("actions.signin.requested with client.locale en"), run: (*devPages).solSigninEnglish},
+				{Label: func(l *locale.Lang) string { return l.T("Send another, now that the client reads English") }, About: func(l *locale.Lang) string { return l.T("actions.signin.requested with client.locale en") }, run: (*devPages).solSigninEnglish},
 			}},
 	}
 }

@@ -91,6 +91,7 @@ func spanishDev() map[string]string {
 		"Clínica Sol speaks Spanish, is in Madrid and has its own accent colour: its emails and pages follow (the expiry time is Madrid's). A client who reads English gets English whatever the practice's language.": "Clínica Sol habla español, está en Madrid y tiene su propio color de acento: sus correos y páginas lo siguen (la hora de caducidad es la de Madrid). Un cliente que lee inglés recibe inglés, sea cual sea el idioma del consultorio.",
 		"Set up Clínica Sol": "Configurar Clínica Sol",
 		"actions.signin.requested for a client with no language: Spanish":    "actions.signin.requested para un cliente sin idioma: español",
+		"actions.signin.requested with client.locale en":                     "actions.signin.requested con client.locale en",
 		"Send another, now that the client reads English":                    "Enviar otro, ahora que el cliente lee inglés",
 		"Clínica Sol's settings have not arrived yet; try again in a moment": "La configuración de Clínica Sol aún no ha llegado; vuelva a intentarlo en un momento",
 
