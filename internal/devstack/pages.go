@@ -207,7 +207,7 @@ func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {
 		Steps1:  withHTML(l.T("Send a sample sign-in request below (it is published to %s).", slot(0)), codeEn("actions.signin.requested")),
 		Steps2:  withHTML(l.T("The %s opens when the email arrives (a moment later); click its link.", slot(0)), a("/inbox", l.T("inbox"))),
 		Steps3:  l.T("Confirm, and the demo portal shows the verified ticket."),
-		Client:  l.T("Client id"), Name: l.T("Name"), Email: l.T("Email"), ReturnTo: l.T("Portal page to land on"),
+		Client:  l.T("Client id"), Name: l.T("Name"), Email: l.T("Email address"), ReturnTo: l.T("Portal page to land on"),
 		Send:           l.T("Send a sign-in link"),
 		Scenarios:      l.T("Scenarios"),
 		ScenariosIntro: l.T("Each scenario publishes real actions for a fresh client, as a practice system would, and shows its emails as they arrive and the timeline of its links. Where time matters, the scenario takes the shortcut (an appointment in 5 minutes, one that is already over)."),

@@ -39,7 +39,7 @@ func spanishDev() map[string]string {
 		"Confirm, and the demo portal shows the verified ticket.":               "Confirme y el portal de demostración mostrará el ticket verificado.",
 		"Client id":                 "Id del cliente",
 		"Name":                      "Nombre",
-		"Email":                     "Correo electrónico",
+		"Email address":             "Dirección de correo electrónico",
 		"Portal page to land on":    "Página del portal a la que llegar",
 		"Send a sign-in link":       "Enviar un enlace de inicio de sesión",
 		"Nothing was published: %s": "No se publicó nada: %s",
