@@ -18,15 +18,11 @@ import (
 // inbox, the demo portal) are checked in.
 var devLanguages = []string{"en", "es"}
 
-// supportLanguages are the languages the support view is checked in
-// (English only until internal/support speaks Spanish).
-var supportLanguages = []string{"en"}
-
 // TestDevPagesAccessible checks the pages of `linkpipe dev` with axe-core in
 // Chromium, at desktop and phone widths: /dev (with and without an error),
 // the inbox empty and with an email, one email's page, the demo portal
 // with and without a ticket, each in English and Spanish, and the support
-// view (empty, a client with a used link, an unknown client) in English: no
+// view (empty, a client with a used link, an unknown client): no
 // WCAG 2.1 AA violation nor breach of axe's best practices, and <html lang>
 // in the page's language. Adding a page is one line in a table.
 func TestDevPagesAccessible(t *testing.T) {
@@ -82,10 +78,6 @@ func TestDevPagesAccessible(t *testing.T) {
 			browsertest.Page{Name: "portal", Lang: lang, URL: portal},
 			browsertest.Page{Name: "portal-no-ticket", Lang: lang, URL: st.URL + "/portal/messages"},
 			browsertest.Page{Name: "dev-run-missing", Lang: lang, URL: st.URL + "/dev/runs/run-gone"},
-		)
-	}
-	for _, lang := range supportLanguages {
-		browsertest.CheckPages(ctx, t,
 			browsertest.Page{Name: "support", Lang: lang, URL: st.URL + "/support"},
 			browsertest.Page{Name: "support-client", Lang: lang, URL: st.URL + "/support?practice=" + devstack.DemoPractice + "&client=client-a11y"},
 			browsertest.Page{Name: "support-unknown", Lang: lang, URL: st.URL + "/support?practice=" + devstack.DemoPractice + "&client=nobody"},

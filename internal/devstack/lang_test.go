@@ -53,6 +53,9 @@ func TestDevPagesLanguage(t *testing.T) {
 	p := panel{t, st}
 	id := p.start("in-person")
 	p.until(id, "the confirmation", func(r runJSON) bool { return kinds(r) == "appointment_confirmed" })
+	// A run with a link, for the ledger's verdict in the page's language.
+	signin := p.start("signin")
+	p.until(signin, "the sign-in link", func(r runJSON) bool { return verdicts(r) == "signin:works" })
 	if _, err := events.Publish(context.Background(), st.JetStream(), &events.SigninRequested{
 		Envelope: events.Envelope{EventID: "lang-1", PracticeID: devstack.DemoPractice},
 		Client:   events.Client{ID: "client-lang", Email: "lang@example.com", Name: "Pat Example"},
@@ -96,6 +99,12 @@ func TestDevPagesLanguage(t *testing.T) {
 		{"run", "/dev/runs/" + id, "", "en", 200,
 			[]string{"<title>In-person appointment · linkpipe dev</title>", "Schedule an in-person appointment", "Done:", "No link yet."},
 			[]string{"Pasos"}},
+		{"run with a link", "/dev/runs/" + signin, "es", "es", 200,
+			[]string{"Funciona: el cliente puede usarlo hasta el", "<strong>Qué hacer:</strong> Nada que hacer."},
+			[]string{"Works: the client", "Nothing to do.", `<p lang="en">`}},
+		{"run with a link", "/dev/runs/" + signin, "", "en", 200,
+			[]string{"Works: the client can use it until", "<strong>What to do:</strong> Nothing to do."},
+			[]string{"Funciona"}},
 		{"run's live part", "/dev/runs/" + id + "?part=live", "es", "es", 200,
 			[]string{"<h2>Correos</h2>", "Los correos de la ejecución", "Aún no hay enlaces."}, []string{"<html", "Emails"}},
 		{"unknown run", "/dev/runs/run-nope", "es", "es", 404,

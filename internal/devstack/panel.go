@@ -49,8 +49,11 @@ type runView struct {
 	// is why).
 	LedgerError string `json:"ledger_error,omitempty"`
 	ledgerErr   error
-	At          time.Time `json:"at"`
-	NoInbox     bool      `json:"no_inbox,omitempty"`
+	// tl is the ledger the links were read from, for their verdicts in
+	// the page's language.
+	tl      *history.Timeline
+	At      time.Time `json:"at"`
+	NoInbox bool      `json:"no_inbox,omitempty"`
 }
 
 type stepView struct {
@@ -133,7 +136,7 @@ func (d *devPages) view(ctx context.Context, run *run) *runView {
 		v.LedgerError, v.ledgerErr = en.T("The ledger could not be read just now: %s", err.Error()), err
 		return v
 	}
-	v.Links = tl.Statuses(now)
+	v.Links, v.tl = tl.Statuses(now), tl
 	v.Timeline = append(v.Timeline, tl.Entries...)
 	return v
 }
@@ -175,8 +178,9 @@ func (d *devPages) runPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // runPage is a run's page in a language: its own sentences (X, the
-// scenario's texts), and the run's facts as recorded. The ledger's verdicts
-// and timeline details are history's English (lang="en").
+// scenario's texts), and the run's facts as recorded. The ledger's
+// verdicts and advice are in the page's language (history.StatusesIn); the
+// timeline's details are history's English (lang="en").
 type runPage struct {
 	Lang string
 	X    runText
@@ -254,7 +258,11 @@ func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 		}
 		p.Errors = append(p.Errors, withHTML(slot(0)+": "+slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
 	}
-	for _, s := range v.Links {
+	links := v.Links
+	if v.tl != nil {
+		links = v.tl.StatusesIn(v.At, l)
+	}
+	for _, s := range links {
 		p.Links = append(p.Links, linkPage{Status: s, Kind: linkKind(l, s.Purpose)})
 	}
 	if v.ledgerErr != nil {
@@ -339,7 +347,7 @@ setInterval(function(){fetch(location.pathname+"?part=live",{cache:"no-store"}).
 {{else if not .Links}}<p>{{$x.NoLink}}</p>
 {{else}}{{range .Links}}<div class="box"><p><span class="{{if .Works}}works">{{$x.Works}}{{else}}refused">{{$x.Refused}}{{end}}</span>:
 {{.Kind}} <code>{{.LinkID}}</code></p>
-<p lang="en">{{.Verdict}}</p>{{if .Todo}}<p><strong>{{$x.WhatToDo}}</strong> <span lang="en">{{.Todo}}</span></p>{{end}}</div>{{end}}
+<p>{{.Verdict}}</p>{{if .Todo}}<p><strong>{{$x.WhatToDo}}</strong> {{.Todo}}</p>{{end}}</div>{{end}}
 <table><caption>{{$x.TimelineCaption}}</caption><thead><tr><th scope="col">{{$x.When}}</th><th scope="col">{{$x.Link}}</th><th scope="col">{{$x.What}}</th><th scope="col">{{$x.Detail}}</th></tr></thead><tbody>
 {{range .V.Timeline}}<tr><td class="when">{{clock .At}}</td><td><code>{{.LinkID}}</code></td><td>{{token .What}}</td><td lang="en">{{.Detail}}</td></tr>
 {{end}}</tbody></table>{{end}}
