@@ -65,12 +65,21 @@ func TestDevPagesAccessible(t *testing.T) {
 	done := pn.start("document")
 	pn.step(done, 1)
 	pn.until(done, "both emails", func(r runJSON) bool { return len(r.Emails) == 2 && len(r.Links) == 2 }) // either order: step 2 follows at once
+	// A bounced address, with a link whose email was refused: the run
+	// page's delivery lines and a step's error in the page's language.
+	bounced := pn.start("bounce")
+	pn.until(bounced, "the sign-in email", func(r runJSON) bool { return len(r.Emails) == 1 })
+	pn.step(bounced, 1)
+	pn.until(bounced, "the bounce applied", func(r runJSON) bool { return len(r.Links) == 1 && r.Links[0].Suppressed })
+	pn.step(bounced, 2)
+	pn.until(bounced, "the refused email", func(r runJSON) bool { return len(r.Links) == 2 && r.Links[0].Mail != "" && r.Links[1].Mail != "" })
 
 	for _, lang := range devLanguages {
 		browsertest.CheckPages(ctx, t,
 			browsertest.Page{Name: "dev", Lang: lang, URL: st.URL + "/dev"},
 			browsertest.Page{Name: "dev-run-waiting", Lang: lang, URL: st.URL + "/dev/runs/" + waiting},
 			browsertest.Page{Name: "dev-run-done", Lang: lang, URL: st.URL + "/dev/runs/" + done},
+			browsertest.Page{Name: "dev-run-bounced", Lang: lang, URL: st.URL + "/dev/runs/" + bounced},
 			browsertest.Page{Name: "dev-error", Lang: lang, URL: st.URL + "/dev?error=client.email%3A+not+an+address"},
 			browsertest.Page{Name: "inbox", Lang: lang, URL: st.URL + "/inbox"},
 			browsertest.Page{Name: "inbox-email", Lang: lang, URL: st.URL + "/inbox/" + inbox[0].ID},

@@ -8,6 +8,8 @@
 package devstack
 
 import (
+	"time"
+
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -219,9 +221,23 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 
+	runners := map[string]worker.Runner{"issuer": iss.Run, "mailer": ml.Run, "projector": pj.Run}
+	// With the sink, SES's delivery events come from the scenario panel
+	// through a local queue, to the same consumer production runs.
+	var fq *feedbackQueue
+	if cfg.Sender == nil {
+		fq = newFeedbackQueue()
+		fc, err := worker.NewFeedback(st.proc.Deps("feedback"), worker.FeedbackSettings{
+			Queue: fq, QueueURL: feedbackQueueURL, RetryDelay: time.Second})
+		if err != nil {
+			return st, err
+		}
+		runners["feedback"] = fc.Run
+	}
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
-	for name, run := range map[string]worker.Runner{"issuer": iss.Run, "mailer": ml.Run, "projector": pj.Run} {
+	for name, run := range runners {
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()
@@ -250,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	dev := &devPages{js: st.proc.JS, cat: cat, base: base, jwks: signer.JWKS(), clock: cfg.Clock, log: cfg.Log,
 		practices: st.proc.Deps("dev").Practices, scenarios: scenarios()}
 	if cfg.Sender == nil {
-		dev.sink = sink
+		dev.sink, dev.feedback = sink, fq
 	}
 	dev.register(mux)
 	worker.MountInbox(mux, sink)

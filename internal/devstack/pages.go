@@ -40,6 +40,9 @@ type devPages struct {
 	// practices the practice directory the workers read.
 	sink      *mailer.Sink
 	practices practiceGetter
+	// feedback is the local stand-in for SES's event queue (nil when the
+	// stack sends through SES).
+	feedback  *feedbackQueue
 	scenarios []*scenario
 	runs      runs
 }

@@ -253,8 +253,13 @@ func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 	}
 	for _, e := range run.Errors {
 		why := english(e.Err.Error())
-		if errors.Is(e.Err, errSolNotReady) {
+		switch {
+		case errors.Is(e.Err, errSolNotReady):
 			why = esc(l.T(solNotReady))
+		case errors.Is(e.Err, errNoEmailYet):
+			why = esc(l.T(noEmailYet))
+		case errors.Is(e.Err, errNoSink):
+			why = esc(l.T(noSink))
 		}
 		p.Errors = append(p.Errors, withHTML(slot(0)+": "+slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
 	}

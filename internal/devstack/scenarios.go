@@ -142,6 +142,28 @@ func scenarios() []*scenario {
 					About: func(l *locale.Lang) string { return l.T("actions.signin.requested: works again") },
 					run:   (*devPages).signin},
 			}},
+		{Name: "bounce",
+			Title: func(l *locale.Lang) string { return l.T("An address that bounces, then is lifted") },
+			About: func(l *locale.Lang) string {
+				return l.T("When the email provider reports that an address bounced for good (SES tells the mailer through SNS and SQS; here the panel puts that event on a local queue), linkpipe stops emailing the address: the next link is not sent, and the support view says to check the address. Once it is fixed, actions.address.unsuppressed lifts the suppression.")
+			},
+			Steps: []step{
+				{Label: func(l *locale.Lang) string { return l.T("Send a sign-in link") }, About: same("actions.signin.requested"), run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Report a permanent bounce") },
+					About: func(l *locale.Lang) string {
+						return l.T("an SES Bounce event for that email: the link's email is marked bounced and the address suppressed")
+					},
+					run: (*devPages).bounce},
+				{Label: func(l *locale.Lang) string { return l.T("Send another sign-in link") },
+					About: func(l *locale.Lang) string {
+						return l.T("actions.signin.requested: no email, the address is suppressed")
+					},
+					run: (*devPages).signin},
+				{Label: func(l *locale.Lang) string { return l.T("Lift the suppression") }, About: same("actions.address.unsuppressed"), run: (*devPages).unsuppress},
+				{Label: func(l *locale.Lang) string { return l.T("Send a sign-in link again") },
+					About: func(l *locale.Lang) string { return l.T("actions.signin.requested: the email arrives") },
+					run:   (*devPages).signin},
+			}},
 		{Name: "practice",
 			Title: func(l *locale.Lang) string { return l.T("A practice's settings: Spanish, its time zone and colour") },
 			About: func(l *locale.Lang) string {
@@ -286,6 +308,10 @@ func (d *devPages) publish(ctx context.Context, a events.Action) error {
 
 func (d *devPages) signin(ctx context.Context, r *run) error {
 	return d.publish(ctx, &events.SigninRequested{Envelope: r.envelope(), Client: r.client(), ReturnTo: "/messages"})
+}
+
+func (d *devPages) unsuppress(ctx context.Context, r *run) error {
+	return d.publish(ctx, &events.AddressUnsuppressed{Envelope: r.envelope(), Email: r.Email})
 }
 
 func (d *devPages) shareDocument(ctx context.Context, r *run) error {

@@ -37,6 +37,10 @@ type runJSON struct {
 		Purpose string `json:"purpose"`
 		Works   bool   `json:"works"`
 		Reason  string `json:"reason"`
+		// Mail, Delivery and Suppressed are the fate of the link's email.
+		Mail       string `json:"mail"`
+		Delivery   string `json:"delivery"`
+		Suppressed bool   `json:"suppressed"`
 	} `json:"links"`
 }
 
@@ -130,7 +134,7 @@ func TestScenarioPanel(t *testing.T) {
 
 	// Every scenario is offered on /dev.
 	_, page := do(t, noRedirect(), "GET", st.URL+"/dev")
-	for _, name := range []string{"signin", "document", "reminders", "reschedule", "cancel", "in-person", "revoke", "practice"} {
+	for _, name := range []string{"signin", "document", "reminders", "reschedule", "cancel", "in-person", "revoke", "bounce", "practice"} {
 		if !strings.Contains(page, `action="/dev/scenarios/`+name+`"`) {
 			t.Errorf("/dev offers no %s scenario", name)
 		}
@@ -232,6 +236,41 @@ func TestScenarioPanel(t *testing.T) {
 		p.until(id, "a new sign-in works", func(r runJSON) bool {
 			return verdicts(r) == "document:"+events.ReasonRevoked+",signin:"+events.ReasonSuperseded+",signin:works"
 		})
+	})
+
+	t.Run("a bounced address, then lifted", func(t *testing.T) {
+		p := panel{t, st}
+		id := p.start("bounce")
+		p.until(id, "the sign-in email", func(r runJSON) bool { return kinds(r) == "signin" && verdicts(r) == "signin:works" })
+		p.step(id, 1)
+		// The real feedback consumer took the SES event off the local
+		// queue: the email is bounced and its address suppressed.
+		p.until(id, "the bounce applied", func(r runJSON) bool {
+			return len(r.Links) == 1 && r.Links[0].Suppressed && strings.Contains(r.Links[0].Delivery, "bounced")
+		})
+		p.step(id, 2)
+		r := p.until(id, "the new link's email refused as suppressed", func(r runJSON) bool {
+			for _, l := range r.Links {
+				if l.Works && l.Mail == "failed permanently" {
+					return true
+				}
+			}
+			return false
+		})
+		if kinds(r) != "signin" {
+			t.Errorf("emails %s: one went to a suppressed address", kinds(r))
+		}
+		p.step(id, 3)
+		p.until(id, "the suppression lifted", func(r runJSON) bool {
+			for _, l := range r.Links {
+				if l.Suppressed {
+					return false
+				}
+			}
+			return true
+		})
+		p.step(id, 4)
+		p.until(id, "the email arrives again", func(r runJSON) bool { return kinds(r) == "signin,signin" })
 	})
 
 	t.Run("a Spanish practice", func(t *testing.T) {

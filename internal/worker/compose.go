@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"time"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -101,13 +103,16 @@ func NewPacer(ctx context.Context, d Deps, rate float64, quota pace.Quota) (*pac
 type FeedbackSettings struct {
 	Queue    feedback.Queue
 	QueueURL string
+	// RetryDelay is how long an event that could not be applied yet
+	// waits before it is received again (0: the consumer's default).
+	RetryDelay time.Duration
 }
 
 // NewFeedback builds the consumer of SES's delivery, bounce and complaint
 // events.
 func NewFeedback(d Deps, s FeedbackSettings) (*feedback.Consumer, error) {
 	return feedback.New(feedback.Config{JS: d.JS, Queue: s.Queue, QueueURL: s.QueueURL,
-		Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
+		RetryDelay: s.RetryDelay, Clock: d.Clock, Log: d.Log, Metrics: d.Metrics})
 }
 
 // Together runs every runner until ctx ends; the first that fails stops
