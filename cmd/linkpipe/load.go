@@ -76,6 +76,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	natsURL := fs.String("nats-url", "", "processes: use this NATS server instead of starting one")
 	natsPID := fs.Int("nats-pid", 0, "processes with -nats-url: pid of that server, to measure its CPU")
 	mailTo := fs.String("mail", "sink", "processes: the mailer's driver, sink or ses (an aws-ses-v2-local process from testdeps/, whose own ceiling is measured too)")
+	sesRate := fs.Float64("ses-rate", 5000, "processes with -mail ses: the MaxSendRate (emails/s) the emulator's account reports to GetAccount, from which the mailer sizes its pace and emails in flight as it does with SES (0: no account; the mailer cannot read a rate and keeps 8 in flight)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (logs, data) and print it")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the emails after this long")
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +90,9 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if *mailTo != "sink" && *mailTo != "ses" || *mailTo == "ses" && *shape != "processes" {
 		return worker.BadConfig(fmt.Errorf("linkpipe load: -mail %q: sink, or ses with -shape processes", *mailTo))
+	}
+	if *sesRate < 0 {
+		return worker.BadConfig(errors.New("linkpipe load: -ses-rate must not be negative"))
 	}
 	if *nActions < 1 || *conc < 1 || *rate <= 0 {
 		return worker.BadConfig(errors.New("linkpipe load: -actions, -concurrency and -redeem-rate must be positive"))
@@ -112,7 +116,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		st, err = embeddedStack(ctx, dir)
 	} else {
 		st, err = processStack(ctx, stdout, processOptions{dir: dir, sync: *syncMode, natsBin: *natsBin, binDir: *binDir,
-			natsURL: *natsURL, natsPID: *natsPID, mail: *mailTo})
+			natsURL: *natsURL, natsPID: *natsPID, mail: *mailTo, sesRate: *sesRate})
 	}
 	if err != nil {
 		return fmt.Errorf("linkpipe load: %w", err)

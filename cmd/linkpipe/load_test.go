@@ -74,7 +74,9 @@ func TestLoadProcessesReports(t *testing.T) {
 }
 
 // TestLoadSESReports: the production shape with the mailer on the SES
-// driver against aws-ses-v2-local, whose own ceiling the run measures.
+// driver against aws-ses-v2-local, whose own ceiling the run measures; the
+// emulator's account reports -ses-rate, which sizes the mailer's pace and
+// emails in flight (pace.Concurrency: 100/s × 0.5 s + 4).
 func TestLoadSESReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts five processes")
@@ -84,8 +86,11 @@ func TestLoadSESReports(t *testing.T) {
 	}
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"load", "-shape", "processes", "-mail", "ses", "-actions", "12", "-concurrency", "3",
-		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2"}, env(nil), &out); err != nil {
+		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2", "-ses-rate", "100"}, env(nil), &out); err != nil {
 		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	if want := "SES account: MaxSendRate 100/s; the mailer sends at most 100/s, with 54 emails in flight\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("the report lacks %q:\n%s", want, out.String())
 	}
 	loadReport(t, out.String(), 12, "nats-server", "aws-ses-v2-local", "issuer", "mailer", "redeemer")
 	for _, re := range []string{`aws-ses-v2-local alone: 12 SendEmail from 8 senders: \d+/s; failed 0`, `the pipeline's \d+ emails/s are \d+ % of the emulator's best`} {
@@ -96,7 +101,7 @@ func TestLoadSESReports(t *testing.T) {
 }
 
 func TestLoadRefusesBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}} {
+	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}, {"-ses-rate", "-1"}} {
 		err := run(t.Context(), append([]string{"load"}, args...), env(nil), io.Discard)
 		if !errors.Is(err, worker.ErrConfig) {
 			t.Errorf("load %v: %v, want a bad configuration", args, err)

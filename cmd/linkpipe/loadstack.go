@@ -47,6 +47,9 @@ type processOptions struct {
 	natsURL string
 	natsPID int
 	mail    string // sink or ses
+	// sesRate is the MaxSendRate the emulator's account reports (0: no
+	// account, GetAccount fails).
+	sesRate float64
 }
 
 // processStack starts a nats-server (unless o.natsURL), then the issuer,
@@ -116,7 +119,7 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 
 	mailEnv := []string{"LINKPIPE_MAIL_DRIVER=sink", "LINKPIPE_INBOX_ADDR=127.0.0.1:0"}
 	if o.mail == "ses" {
-		cmd, url, err := startSESLocal(ctx, o.dir)
+		cmd, url, err := startSESLocal(ctx, o.dir, o.sesRate)
 		if cmd != nil {
 			cmds = append(cmds, cmd)
 		}
@@ -178,6 +181,9 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 			st.inboxURL = "http://" + strings.Fields(inbox)[0] + "/inbox"
 		}
 		fmt.Fprintf(stdout, "%s pid %d: %s\n", w.name, cmd.Process.Pid, line)
+		if w.name == "mailer" && st.sesURL != "" {
+			reportPacing(ctx, stdout, line, o.sesRate)
+		}
 	}
 
 	// The practice, then one sign-in through the whole pipeline: the run
@@ -366,7 +372,7 @@ func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) 
 // startSESLocal starts aws-ses-v2-local (node, from testdeps/, installed
 // there by npm ci when missing) on a free loopback port and waits for its
 // health check.
-func startSESLocal(ctx context.Context, dir string) (*exec.Cmd, string, error) {
+func startSESLocal(ctx context.Context, dir string, rate float64) (*exec.Cmd, string, error) {
 	cli, err := sestest.FindCLI()
 	if err != nil {
 		return nil, "", fmt.Errorf("aws-ses-v2-local: %w", err)
@@ -379,8 +385,12 @@ func startSESLocal(ctx context.Context, dir string) (*exec.Cmd, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	env := []string{"SMTP_TRANSPORT="}
+	if rate > 0 {
+		env = append(env, "AWS_SES_ACCOUNT="+sestest.LocalAccount(rate))
+	}
 	cmd, err := startProcess(node, []string{cli, "--host", "127.0.0.1", "--port", strconv.Itoa(port)},
-		[]string{"SMTP_TRANSPORT="}, filepath.Join(dir, "aws-ses-v2-local.log"), nil)
+		env, filepath.Join(dir, "aws-ses-v2-local.log"), nil)
 	if err != nil {
 		return nil, "", fmt.Errorf("aws-ses-v2-local: %w", err)
 	}
@@ -399,6 +409,43 @@ func startSESLocal(ctx context.Context, dir string) (*exec.Cmd, string, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// reportPacing says what the mailer made of the emulator's account: the
+// rate it sends at and its emails in flight (from its /metrics, whose
+// address its ready line names).
+func reportPacing(ctx context.Context, stdout io.Writer, ready string, rate float64) {
+	account := "no account (GetAccount fails)"
+	if rate > 0 {
+		account = "MaxSendRate " + strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
+	}
+	_, admin, ok := strings.Cut(ready, " admin=")
+	if !ok {
+		fmt.Fprintf(stdout, "SES account: %s\n", account)
+		return
+	}
+	metric := func(name string) string { return "?" }
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.Fields(admin)[0]+"/metrics", nil)
+	if err == nil {
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			metric = func(name string) string {
+				for _, l := range strings.Split(string(body), "\n") {
+					if v, ok := strings.CutPrefix(l, name+" "); ok {
+						return v
+					}
+				}
+				return "?"
+			}
+		}
+	}
+	pace := "sends at most " + metric("linkpipe_ses_max_send_rate") + "/s"
+	if metric("linkpipe_ses_max_send_rate") == "0" {
+		pace = "has no rate to pace by"
+	}
+	fmt.Fprintf(stdout, "SES account: %s; the mailer %s, with %s emails in flight\n",
+		account, pace, metric("linkpipe_mailer_concurrency"))
 }
 
 // sesCount is how many emails the emulator holds (GET /store).

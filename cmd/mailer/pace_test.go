@@ -23,12 +23,7 @@ func TestSendRateLimitOnMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes; skipped in -short mode")
 	}
-	t.Setenv("AWS_SES_ACCOUNT", `{"DedicatedIpAutoWarmupEnabled":false,"Details":{"AdditionalContactEmailAddresses":[],`+
-		`"ContactLanguage":"EN","MailType":"TRANSACTIONAL","ReviewDetails":{"CaseId":"c","Status":"GRANTED"},`+
-		`"UseCaseDescription":"links","WebsiteURL":"https://clinic.example"},"EnforcementStatus":"HEALTHY",`+
-		`"ProductionAccessEnabled":true,"SendingEnabled":true,`+
-		`"SendQuota":{"Max24HourSend":50000,"MaxSendRate":14,"SentLast24Hours":0},`+
-		`"SuppressionAttributes":{"SuppressedReasons":[]}}`)
+	t.Setenv("AWS_SES_ACCOUNT", sestest.LocalAccount(14))
 	local := sestest.StartLocal(t)
 	srv := bustest.Start(t)
 	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),

@@ -454,3 +454,16 @@ func writeFault(w http.ResponseWriter, f Fault) {
 	msg, _ := json.Marshal(body)
 	w.Write(msg)
 }
+
+// LocalAccount is an AWS_SES_ACCOUNT for aws-ses-v2-local (its GetAccount
+// serves it, after checking it against its schema): a production account
+// sending at most maxSendRate emails/s.
+func LocalAccount(maxSendRate float64) string {
+	return `{"DedicatedIpAutoWarmupEnabled":false,"Details":{"AdditionalContactEmailAddresses":[],` +
+		`"ContactLanguage":"EN","MailType":"TRANSACTIONAL","ReviewDetails":{"CaseId":"c","Status":"GRANTED"},` +
+		`"UseCaseDescription":"links","WebsiteURL":"https://clinic.example"},"EnforcementStatus":"HEALTHY",` +
+		`"ProductionAccessEnabled":true,"SendingEnabled":true,` +
+		`"SendQuota":{"Max24HourSend":` + strconv.FormatFloat(max(50000, maxSendRate*86400), 'f', -1, 64) +
+		`,"MaxSendRate":` + strconv.FormatFloat(maxSendRate, 'f', -1, 64) + `,"SentLast24Hours":0},` +
+		`"SuppressionAttributes":{"SuppressedReasons":[]}}`
+}
