@@ -213,6 +213,11 @@ func (l *Lang) Translated(key string) bool {
 
 // Date writes t (already in the zone it should be read in) in a style.
 func (l *Lang) Date(t time.Time, s Style) string {
+	if l.dates == monday.LocaleEnGB {
+		// Go's own names are English: the same text, without monday's
+		// replacements (a fifth of an English email's rendering).
+		return t.Format(l.layouts[s])
+	}
 	return monday.Format(t, l.layouts[s], l.dates)
 }
 

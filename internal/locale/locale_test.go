@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goodsign/monday"
+
 	"github.com/linkpipe/linkpipe/events"
 	"github.com/linkpipe/linkpipe/internal/scope"
 )
@@ -91,6 +93,23 @@ func TestDatesAndPlurals(t *testing.T) {
 	} {
 		if got := tc.l.Duration(tc.d); got != tc.want {
 			t.Errorf("%s Duration(%v) = %q, want %q", tc.l.Code(), tc.d, got, tc.want)
+		}
+	}
+}
+
+// TestEnglishDatesAreMondays checks that English dates, written with Go's
+// own names, read exactly as monday's en_GB would write them: every style,
+// every month and weekday, morning and afternoon, two zones.
+func TestEnglishDatesAreMondays(t *testing.T) {
+	en := MustNew().English()
+	chicago, _ := time.LoadLocation("America/Chicago")
+	for _, loc := range []*time.Location{time.UTC, chicago} {
+		for at := time.Date(2026, 1, 1, 0, 7, 5, 0, loc); at.Year() == 2026; at = at.Add(37*time.Hour + 13*time.Minute) {
+			for s := Short; s <= DayClock; s++ {
+				if got, want := en.Date(at, s), monday.Format(at, en.layouts[s], monday.LocaleEnGB); got != want {
+					t.Fatalf("Date(%v, %d) = %q, monday says %q", at, s, got, want)
+				}
+			}
 		}
 	}
 }
