@@ -164,7 +164,7 @@ func TestStatusesInSpanish(t *testing.T) {
 		"L-canc":  "Rechazado: la cita se canceló.",
 		"L-early": "Aún no es válido: funciona desde el miércoles 2 de diciembre de 2026, 17:04 UTC.",
 		"L-tmp":   "Funciona; su correo falló por ahora y se reintentará (throttled).",
-		"L-perm":  "Funciona, pero su correo no se entregó (suppressed: the address bounced permanently).",
+		"L-perm":  "Funciona, pero su correo no se envió: la dirección está bloqueada tras un rebote permanente o una queja por spam (la cronología tiene los detalles).",
 		"L-lost":  "No hay estado registrado para su ámbito: linkpipe no puede saber si funciona.",
 	}
 	got := story().StatusesIn(storyNow, es)
