@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/netip"
 	"os"
@@ -39,6 +40,10 @@ type loadStack struct {
 	procs []loadProc
 	close func()
 }
+
+// sesRateDefault is the MaxSendRate of the emulator's account by default:
+// an account raised well above what the pipeline sends on one machine.
+const sesRateDefault = 5000
 
 // loadProc is one measured process.
 type loadProc struct {
@@ -76,7 +81,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	natsURL := fs.String("nats-url", "", "processes: use this NATS server instead of starting one")
 	natsPID := fs.Int("nats-pid", 0, "processes with -nats-url: pid of that server, to measure its CPU")
 	mailTo := fs.String("mail", "sink", "processes: the mailer's driver, sink or ses (an aws-ses-v2-local process from testdeps/, whose own ceiling is measured too)")
-	sesRate := fs.Float64("ses-rate", 5000, "processes with -mail ses: the MaxSendRate (emails/s) the emulator's account reports to GetAccount, from which the mailer sizes its pace and emails in flight as it does with SES (0: no account; the mailer cannot read a rate and keeps 8 in flight)")
+	sesRate := fs.Float64("ses-rate", sesRateDefault, "processes with -mail ses: the MaxSendRate (emails/s) the emulator's account reports to GetAccount, from which the mailer sizes its pace and emails in flight as it does with SES (0: no account; the mailer cannot read a rate and keeps 8 in flight)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (logs, data) and print it")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the emails after this long")
 	if err := fs.Parse(args); err != nil {
@@ -91,8 +96,11 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if *mailTo != "sink" && *mailTo != "ses" || *mailTo == "ses" && *shape != "processes" {
 		return worker.BadConfig(fmt.Errorf("linkpipe load: -mail %q: sink, or ses with -shape processes", *mailTo))
 	}
-	if *sesRate < 0 {
-		return worker.BadConfig(errors.New("linkpipe load: -ses-rate must not be negative"))
+	if *sesRate < 0 || math.IsNaN(*sesRate) || math.IsInf(*sesRate, 0) {
+		return worker.BadConfig(fmt.Errorf("linkpipe load: -ses-rate %v: a number of emails/s, 0 or more", *sesRate))
+	}
+	if *mailTo != "ses" && *sesRate != sesRateDefault {
+		return worker.BadConfig(errors.New("linkpipe load: -ses-rate is the SES emulator's account: only with -mail ses"))
 	}
 	if *nActions < 1 || *conc < 1 || *rate <= 0 {
 		return worker.BadConfig(errors.New("linkpipe load: -actions, -concurrency and -redeem-rate must be positive"))

@@ -89,7 +89,7 @@ func TestLoadSESReports(t *testing.T) {
 		"-redeem", "6", "-redeem-rate", "50", "-redeem-concurrency", "2", "-ses-rate", "100"}, env(nil), &out); err != nil {
 		t.Fatalf("load: %v\n%s", err, out.String())
 	}
-	if want := "SES account: MaxSendRate 100/s; the mailer sends at most 100/s, with 54 emails in flight\n"; !strings.Contains(out.String(), want) {
+	if want := "SES account: MaxSendRate 100/s; the mailer paces by the account's rate of 100/s (less its headroom), with 54 emails in flight\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("the report lacks %q:\n%s", want, out.String())
 	}
 	loadReport(t, out.String(), 12, "nats-server", "aws-ses-v2-local", "issuer", "mailer", "redeemer")
@@ -101,7 +101,8 @@ func TestLoadSESReports(t *testing.T) {
 }
 
 func TestLoadRefusesBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}, {"-ses-rate", "-1"}} {
+	for _, args := range [][]string{{"-shape", "cloud"}, {"-sync", "sometimes"}, {"-actions", "0"}, {"-redeem-rate", "0"}, {"-mail", "smtp"}, {"-mail", "ses"}, {"-ses-rate", "-1"}, {"-ses-rate", "NaN"},
+		{"-shape", "processes", "-mail", "ses", "-ses-rate", "+Inf"}, {"-ses-rate", "100"}} {
 		err := run(t.Context(), append([]string{"load"}, args...), env(nil), io.Discard)
 		if !errors.Is(err, worker.ErrConfig) {
 			t.Errorf("load %v: %v, want a bad configuration", args, err)

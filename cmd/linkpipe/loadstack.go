@@ -419,28 +419,28 @@ func reportPacing(ctx context.Context, stdout io.Writer, ready string, rate floa
 	if rate > 0 {
 		account = "MaxSendRate " + strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
 	}
-	_, admin, ok := strings.Cut(ready, " admin=")
-	if !ok {
-		fmt.Fprintf(stdout, "SES account: %s\n", account)
-		return
-	}
-	metric := func(name string) string { return "?" }
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.Fields(admin)[0]+"/metrics", nil)
-	if err == nil {
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			metric = func(name string) string {
-				for _, l := range strings.Split(string(body), "\n") {
-					if v, ok := strings.CutPrefix(l, name+" "); ok {
-						return v
+	metric := func(string) string { return "?" }
+	if _, admin, ok := strings.Cut(ready, " admin="); ok && len(strings.Fields(admin)) > 0 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.Fields(admin)[0]+"/metrics", nil)
+		if err == nil {
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				metric = func(name string) string {
+					for _, l := range strings.Split(string(body), "\n") {
+						if v, ok := strings.CutPrefix(l, name+" "); ok {
+							if f, err := strconv.ParseFloat(v, 64); err == nil {
+								return strconv.FormatFloat(f, 'f', -1, 64)
+							}
+							return v
+						}
 					}
+					return "?"
 				}
-				return "?"
 			}
 		}
 	}
-	pace := "sends at most " + metric("linkpipe_ses_max_send_rate") + "/s"
+	pace := "paces by the account's rate of " + metric("linkpipe_ses_max_send_rate") + "/s (less its headroom)"
 	if metric("linkpipe_ses_max_send_rate") == "0" {
 		pace = "has no rate to pace by"
 	}

@@ -66,7 +66,7 @@ func TestDevPagesAccessible(t *testing.T) {
 	pn.step(done, 1)
 	pn.until(done, "both emails", func(r runJSON) bool { return len(r.Emails) == 2 && len(r.Links) == 2 }) // either order: step 2 follows at once
 	// A bounced address, with a link whose email was refused: the run
-	// page's delivery lines and a step's error in the page's language.
+	// page's delivery lines and verdicts in the page's language.
 	bounced := pn.start("bounce")
 	pn.until(bounced, "the sign-in email", func(r runJSON) bool { return len(r.Emails) == 1 })
 	pn.step(bounced, 1)

@@ -8,8 +8,6 @@
 package devstack
 
 import (
-	"time"
-
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"

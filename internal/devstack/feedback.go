@@ -33,8 +33,11 @@ const feedbackVisibility = 30 * time.Second
 // received message comes back after its visibility timeout unless
 // deleted, with its receive count.
 type feedbackQueue struct {
-	mu   sync.Mutex
-	msgs []*queued
+	// visibility is how long a received message stays invisible unless
+	// deleted or changed (feedbackVisibility).
+	visibility time.Duration
+	mu         sync.Mutex
+	msgs       []*queued
 	// wake is closed (and replaced) when a message is sent.
 	wake chan struct{}
 	n    int
@@ -46,7 +49,9 @@ type queued struct {
 	visibleAt time.Time
 }
 
-func newFeedbackQueue() *feedbackQueue { return &feedbackQueue{wake: make(chan struct{})} }
+func newFeedbackQueue() *feedbackQueue {
+	return &feedbackQueue{visibility: feedbackVisibility, wake: make(chan struct{})}
+}
 
 // send puts an SNS notification carrying sesEvent on the queue.
 func (q *feedbackQueue) send(sesEvent []byte) error {
@@ -83,7 +88,7 @@ func (q *feedbackQueue) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessa
 				continue
 			}
 			m.receives++
-			m.visibleAt = now.Add(feedbackVisibility)
+			m.visibleAt = now.Add(q.visibility)
 			out.Messages = append(out.Messages, types.Message{MessageId: aws.String(m.id), ReceiptHandle: aws.String(m.id),
 				Body: aws.String(m.body), Attributes: map[string]string{
 					string(types.MessageSystemAttributeNameApproximateReceiveCount): strconv.Itoa(m.receives)}})

@@ -60,6 +60,23 @@ func TestFeedbackQueueKeepsSQSManners(t *testing.T) {
 		t.Fatalf("a deleted message came back: %+v", m)
 	}
 
+	// A received message neither deleted nor changed comes back once its
+	// visibility timeout has passed, with its receive count.
+	q.visibility = 200 * time.Millisecond
+	q.send([]byte(`{"eventType":"Complaint"}`))
+	if m := receive(0); len(m) != 1 {
+		t.Fatalf("receive: %+v", m)
+	}
+	if m := receive(0); len(m) != 0 {
+		t.Fatalf("visible again before its timeout: %+v", m)
+	}
+	m = receive(2) // a long poll that ends when the message is visible again
+	if len(m) != 1 || m[0].Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)] != "2" {
+		t.Fatalf("after the visibility timeout: %+v", m)
+	}
+	q.DeleteMessage(ctx, &sqs.DeleteMessageInput{ReceiptHandle: m[0].ReceiptHandle})
+	q.visibility = feedbackVisibility
+
 	// A long poll returns when a message arrives, not at its end.
 	go func() {
 		time.Sleep(100 * time.Millisecond)

@@ -105,12 +105,32 @@ func slot(i int) string { return "\uE000" + strconv.Itoa(i) + "\uE001" }
 // withHTML escapes a sentence and puts each HTML fragment in its slot: a
 // translated sentence keeps its links and code wherever its language
 // places them.
+//
+// The slots are found in the escaped sentence in one pass, never in a
+// fragment already put in place: data that happens to hold a slot's
+// characters stays data.
 func withHTML(sentence string, frags ...template.HTML) template.HTML {
-	s := template.HTMLEscapeString(sentence)
-	for i, f := range frags {
-		s = strings.Replace(s, slot(i), string(f), 1)
+	const open, shut = "\uE000", "\uE001"
+	rest := template.HTMLEscapeString(sentence)
+	used := make([]bool, len(frags))
+	var b strings.Builder
+	for {
+		before, after, ok := strings.Cut(rest, open)
+		b.WriteString(before)
+		if !ok {
+			return template.HTML(b.String())
+		}
+		num, tail, ok := strings.Cut(after, shut)
+		i, err := strconv.Atoi(num)
+		if !ok || err != nil || i < 0 || i >= len(frags) || used[i] {
+			b.WriteString(open) // not a slot, or one already filled: text
+			rest = after
+			continue
+		}
+		used[i] = true
+		b.WriteString(string(frags[i]))
+		rest = tail
 	}
-	return template.HTML(s)
 }
 
 func esc(s string) template.HTML { return template.HTML(template.HTMLEscapeString(s)) }

@@ -1,13 +1,12 @@
 package worker
 
 import (
-	"time"
-
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
