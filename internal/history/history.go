@@ -403,14 +403,14 @@ func advise(l *locale.Lang, s Status, st scope.State, mail events.LinkEvent, val
 	}
 	undelivered := mail.Type == events.TypeFailed && mail.Permanent
 	switch {
-	case s.Works && undelivered && l.Code() != "en" && strings.HasPrefix(mail.Reason, events.ReasonSuppressedPrefix):
-		// The mailer's reason is English: said in the page's language, its
-		// words stay in the timeline.
-		return l.T("Works, but its email was not sent: the address is suppressed after a permanent bounce or a spam complaint (the timeline has the details)."),
-			l.T("Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. %s", resend)
 	case s.Works && undelivered:
-		return l.T("Works, but its email was not delivered (%s).", mail.Reason),
-			l.T("Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. %s", resend)
+		verdict := l.T("Works, but its email was not delivered (%s).", mail.Reason)
+		if l.Code() != "en" && strings.HasPrefix(mail.Reason, events.ReasonSuppressedPrefix) {
+			// The mailer's reason is English: said in the page's language,
+			// its words stay in the timeline.
+			verdict = l.T("Works, but its email was not sent: the address is suppressed after a permanent bounce or a spam complaint (the timeline has the details).")
+		}
+		return verdict, l.T("Check the client's address. If it was suppressed after a bounce or complaint and is now fixed, unsuppress it (actions.address.unsuppressed), then resend. %s", resend)
 	case s.Works && mail.Type == events.TypeFailed:
 		return l.T("Works; its email failed for now and will be retried (%s).", mail.Reason),
 			l.T("Wait a few minutes for the retry; if the email still does not arrive, resend.")
