@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,42 +94,6 @@ func (d *devPages) render(w http.ResponseWriter, status int, l *locale.Lang, t *
 	h.Set("Vary", "Accept-Language")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
-}
-
-// slot is the place of HTML fragment i in a sentence passed through T
-// (withHTML puts the fragment there): a private-use character and the
-// index, which neither the catalogue nor escaping touches.
-func slot(i int) string { return "\uE000" + strconv.Itoa(i) + "\uE001" }
-
-// withHTML escapes a sentence and puts each HTML fragment in its slot: a
-// translated sentence keeps its links and code wherever its language
-// places them.
-//
-// The slots are found in the escaped sentence in one pass, never in a
-// fragment already put in place: data that happens to hold a slot's
-// characters stays data.
-func withHTML(sentence string, frags ...template.HTML) template.HTML {
-	const open, shut = "\uE000", "\uE001"
-	rest := template.HTMLEscapeString(sentence)
-	used := make([]bool, len(frags))
-	var b strings.Builder
-	for {
-		before, after, ok := strings.Cut(rest, open)
-		b.WriteString(before)
-		if !ok {
-			return template.HTML(b.String())
-		}
-		num, tail, ok := strings.Cut(after, shut)
-		i, err := strconv.Atoi(num)
-		if !ok || err != nil || i < 0 || i >= len(frags) || used[i] {
-			b.WriteString(open) // not a slot, or one already filled: text
-			rest = after
-			continue
-		}
-		used[i] = true
-		b.WriteString(string(frags[i]))
-		rest = tail
-	}
 }
 
 func esc(s string) template.HTML { return template.HTML(template.HTMLEscapeString(s)) }
@@ -225,10 +188,10 @@ func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {
 	p := devPage{
 		Lang:    l.Code(),
 		Heading: l.T("linkpipe — dev mode"),
-		Steps0:  withHTML(l.T("There are %s for every action kind below the form.", slot(0)), a("#scenarios", l.T("scenarios"))),
+		Steps0:  locale.WithHTML(l.T("There are %s for every action kind below the form.", locale.Slot(0)), a("#scenarios", l.T("scenarios"))),
 		Intro:   l.T("Everything runs in this process: an embedded NATS server with JetStream, the issuer, the mailer (writing to a local inbox instead of Amazon SES) and the redeemer."),
-		Steps1:  withHTML(l.T("Send a sample sign-in request below (it is published to %s).", slot(0)), codeEn("actions.signin.requested")),
-		Steps2:  withHTML(l.T("The %s opens when the email arrives (a moment later); click its link.", slot(0)), a("/inbox", l.T("inbox"))),
+		Steps1:  locale.WithHTML(l.T("Send a sample sign-in request below (it is published to %s).", locale.Slot(0)), codeEn("actions.signin.requested")),
+		Steps2:  locale.WithHTML(l.T("The %s opens when the email arrives (a moment later); click its link.", locale.Slot(0)), a("/inbox", l.T("inbox"))),
 		Steps3:  l.T("Confirm, and the demo portal shows the verified ticket."),
 		Client:  l.T("Client id"), Name: l.T("Name"), Email: l.T("Email address"), ReturnTo: l.T("Portal page to land on"),
 		Send:           l.T("Send a sign-in link"),
@@ -236,11 +199,11 @@ func (d *devPages) devPage(w http.ResponseWriter, r *http.Request) {
 		ScenariosIntro: l.T("Each scenario publishes real actions for a fresh client, as a practice system would, and shows its emails as they arrive and the timeline of its links. Where time matters, the scenario takes the shortcut (an appointment in 5 minutes, one that is already over)."),
 		RecentRuns:     l.T("Recent runs"),
 		Shell:          l.T("Publish from a shell instead:"),
-		Other: withHTML(l.T("Other pages: %s · %s (why can't a client get in?) · %s · %s · %s", slot(0), slot(1), slot(2), slot(3), slot(4)),
+		Other: locale.WithHTML(l.T("Other pages: %s · %s (why can't a client get in?) · %s · %s · %s", locale.Slot(0), locale.Slot(1), locale.Slot(2), locale.Slot(3), locale.Slot(4)),
 			a("/inbox", l.T("inbox")), a("/support", l.T("support view")), a("/.well-known/jwks.json", "JWKS"), a("/metrics", l.T("metrics")), a("/readyz", "readyz")),
 	}
 	if e := r.URL.Query().Get("error"); e != "" {
-		p.Error = withHTML(l.T("Nothing was published: %s", slot(0)), english(e))
+		p.Error = locale.WithHTML(l.T("Nothing was published: %s", locale.Slot(0)), english(e))
 	}
 	for _, sc := range d.scenarios {
 		p.Offered = append(p.Offered, scenarioLine{Name: sc.Name, Title: sc.Title(l), About: markSubjects(sc.About(l))})
@@ -296,14 +259,14 @@ func (d *devPages) portal(w http.ResponseWriter, r *http.Request) {
 		Back: l.T("Back to the dev page")}
 	tok := r.URL.Query().Get("ticket")
 	if tok == "" {
-		data.Error = withHTML(l.T("No valid ticket: this page was opened without %s", slot(0)), code("?ticket="))
+		data.Error = locale.WithHTML(l.T("No valid ticket: this page was opened without %s", locale.Slot(0)), code("?ticket="))
 	} else if c, err := ticket.Verify(d.jwks, tok, ticket.Want{Issuer: d.base, Audience: d.base}, d.clock.Now()); err != nil {
-		data.Error = withHTML(l.T("No valid ticket: %s", slot(0)), english(err.Error()))
+		data.Error = locale.WithHTML(l.T("No valid ticket: %s", locale.Slot(0)), english(err.Error()))
 	} else {
 		pretty, _ := json.MarshalIndent(c, "", "  ")
 		data.Claims = string(pretty)
 		data.Verified = l.T("Ticket verified against %s", "/.well-known/jwks.json")
-		data.Session = withHTML(l.T("A real portal would now start a session for %s that idles out after %s.", slot(0), slot(1)),
+		data.Session = locale.WithHTML(l.T("A real portal would now start a session for %s that idles out after %s.", locale.Slot(0), locale.Slot(1)),
 			template.HTML("<strong>"+template.HTMLEscapeString(c.Subject)+"</strong>"), esc(l.Duration(time.Duration(c.Idle)*time.Second)))
 	}
 	d.render(w, http.StatusOK, l, portalTmpl, "portal", data)

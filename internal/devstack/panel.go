@@ -158,7 +158,7 @@ func (d *devPages) runPage(w http.ResponseWriter, r *http.Request) {
 			Lang, Title, Back string
 			Message           template.HTML
 		}{l.Code(), l.T("No such run"), l.T("Back to the dev page"),
-			withHTML(l.T("There is no run %s in this process: runs are kept in memory and go when linkpipe dev stops.", slot(0)), code(id))})
+			locale.WithHTML(l.T("There is no run %s in this process: runs are kept in memory and go when linkpipe dev stops.", locale.Slot(0)), code(id))})
 		return
 	}
 	v := d.view(r.Context(), run)
@@ -220,7 +220,7 @@ type runText struct {
 
 func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 	p := &runPage{Lang: l.Code(), V: v, Title: run.Scenario.Title(l), About: markSubjects(run.Scenario.About(l)),
-		Who:  withHTML(l.T("Client %s of practice %s, address %s.", slot(0), slot(1), slot(2)), code(v.Client), code(v.Practice), code(v.Email)),
+		Who:  locale.WithHTML(l.T("Client %s of practice %s, address %s.", locale.Slot(0), locale.Slot(1), locale.Slot(2)), code(v.Client), code(v.Practice), code(v.Email)),
 		AsOf: l.T("As of %s.", clockTime(v.At)),
 		X: runText{
 			Back:            l.T("Back to the dev page"),
@@ -261,7 +261,7 @@ func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 		case errors.Is(e.Err, errNoSink):
 			why = esc(l.T(noSink))
 		}
-		p.Errors = append(p.Errors, withHTML(slot(0)+": "+slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
+		p.Errors = append(p.Errors, locale.WithHTML(locale.Slot(0)+": "+locale.Slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
 	}
 	links := v.Links
 	if v.tl != nil {
@@ -271,7 +271,7 @@ func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 		p.Links = append(p.Links, linkPage{Status: s, Kind: linkKind(l, s.Purpose)})
 	}
 	if v.ledgerErr != nil {
-		p.LedgerError = withHTML(l.T("The ledger could not be read just now: %s", slot(0)), english(v.ledgerErr.Error()))
+		p.LedgerError = locale.WithHTML(l.T("The ledger could not be read just now: %s", locale.Slot(0)), english(v.ledgerErr.Error()))
 	}
 	return p
 }

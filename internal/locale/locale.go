@@ -15,7 +15,10 @@
 //     [Lang] prints it in its language ([Lang.T]), plural forms follow
 //     x/text's CLDR rules ([Lang.Duration]);
 //   - day and month names come from github.com/goodsign/monday's locale
-//     tables, laid out by each language's own patterns ([Lang.Date]).
+//     tables, laid out by each language's own patterns ([Lang.Date]);
+//   - a page's sentence that holds links or code is translated with a
+//     [Slot] for each and escaped with the HTML put in place ([WithHTML]),
+//     so each language places them where it needs.
 //
 // A [Catalog] is immutable once built and safe for concurrent use.
 package locale

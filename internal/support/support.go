@@ -235,7 +235,7 @@ func newView(l *locale.Lang, ans *Answer) *view {
 		When:       l.T("When"),
 		What:       l.T("What"),
 		Detail:     l.T("Detail"),
-		Footer: withCode(l.T("Read from the ledger (streams SCOPES and LINKS), as %s does. No address or token is shown.", mark(0)),
+		Footer: withCode(l.T("Read from the ledger (streams SCOPES and LINKS), as %s does. No address or token is shown.", locale.Slot(0)),
 			"linkpipe explain"),
 	}}
 	found := l.T("%d links found.", len(ans.Links))
@@ -244,19 +244,19 @@ func newView(l *locale.Lang, ans *Answer) *view {
 	}
 	v.Summary = l.T("Verdicts as of %s.", stamp(ans.At)) + " " + found
 	for _, s := range ans.Links {
-		c := card{Status: s, Badge: l.T("Refused"), Caption: withCode(l.T("History of %s", mark(0)), s.LinkID)}
+		c := card{Status: s, Badge: l.T("Refused"), Caption: withCode(l.T("History of %s", locale.Slot(0)), s.LinkID)}
 		if s.Works {
 			c.Badge = l.T("Works")
 		}
 		switch s.Purpose {
 		case events.PurposeSignin:
-			c.Heading = withCode(l.T("Sign-in link %s", mark(0)), s.LinkID)
+			c.Heading = withCode(l.T("Sign-in link %s", locale.Slot(0)), s.LinkID)
 		case events.PurposeDocument:
-			c.Heading = withCode(l.T("Document link %s", mark(0)), s.LinkID)
+			c.Heading = withCode(l.T("Document link %s", locale.Slot(0)), s.LinkID)
 		case events.PurposeTelehealth:
-			c.Heading = withCode(l.T("Video appointment link %s", mark(0)), s.LinkID)
+			c.Heading = withCode(l.T("Video appointment link %s", locale.Slot(0)), s.LinkID)
 		default:
-			c.Heading = withCode(l.T("Link %s", mark(0)), s.LinkID)
+			c.Heading = withCode(l.T("Link %s", locale.Slot(0)), s.LinkID)
 		}
 		v.Cards = append(v.Cards, c)
 	}
@@ -266,16 +266,13 @@ func newView(l *locale.Lang, ans *Answer) *view {
 // stamp writes a time of the ledger, the same in every language.
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
 
-// mark is the i-th placeholder of a sentence with code in it: a character
-// of Unicode's private use area, which no translation or id contains.
-func mark(i int) string { return string(rune(0xE000 + i)) }
-
-// withCode escapes s, a sentence printed with mark(i) for its arguments,
-// and puts codes[i], escaped, in a <code> element in place of mark(i).
+// withCode is l.T's sentence s, printed with locale.Slot(i) for its
+// arguments, escaped, with codes[i], escaped, in a <code> element in
+// slot i.
 func withCode(s string, codes ...string) template.HTML {
-	s = template.HTMLEscapeString(s)
+	frags := make([]template.HTML, len(codes))
 	for i, c := range codes {
-		s = strings.ReplaceAll(s, mark(i), "<code>"+template.HTMLEscapeString(c)+"</code>")
+		frags[i] = template.HTML("<code>" + template.HTMLEscapeString(c) + "</code>")
 	}
-	return template.HTML(s) // escaped above
+	return locale.WithHTML(s, frags...)
 }
