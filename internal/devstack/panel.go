@@ -49,11 +49,8 @@ type runView struct {
 	// is why).
 	LedgerError string `json:"ledger_error,omitempty"`
 	ledgerErr   error
-	// tl is the ledger the links were read from, for their verdicts in
-	// the page's language.
-	tl      *history.Timeline
-	At      time.Time `json:"at"`
-	NoInbox bool      `json:"no_inbox,omitempty"`
+	At          time.Time `json:"at"`
+	NoInbox     bool      `json:"no_inbox,omitempty"`
 }
 
 type stepView struct {
@@ -108,9 +105,10 @@ func (d *devPages) takeStep(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, runsPath+id, http.StatusSeeOther)
 }
 
-// view gathers what a run's JSON and page show, in English: its emails
-// from the inbox and its links' timeline from the ledger.
-func (d *devPages) view(ctx context.Context, run *run) *runView {
+// view gathers what a run's JSON and page show, in English but for the
+// links' verdicts, which are in verdicts (English for the JSON): its
+// emails from the inbox and its links' timeline from the ledger.
+func (d *devPages) view(ctx context.Context, run *run, verdicts *locale.Lang) *runView {
 	now := d.clock.Now()
 	en := d.cat.English()
 	v := &runView{ID: run.ID, Scenario: run.Scenario.Name, Title: run.Scenario.Title(en), About: run.Scenario.About(en),
@@ -136,7 +134,7 @@ func (d *devPages) view(ctx context.Context, run *run) *runView {
 		v.LedgerError, v.ledgerErr = en.T("The ledger could not be read just now: %s", err.Error()), err
 		return v
 	}
-	v.Links, v.tl = tl.Statuses(now), tl
+	v.Links = tl.StatusesIn(now, verdicts)
 	v.Timeline = append(v.Timeline, tl.Entries...)
 	return v
 }
@@ -161,7 +159,10 @@ func (d *devPages) runPage(w http.ResponseWriter, r *http.Request) {
 			locale.WithHTML(l.T("There is no run %s in this process: runs are kept in memory and go when linkpipe dev stops.", locale.Slot(0)), code(id))})
 		return
 	}
-	v := d.view(r.Context(), run)
+	if asJSON {
+		l = d.cat.English()
+	}
+	v := d.view(r.Context(), run, l)
 	w.Header().Set("Cache-Control", "no-store")
 	if asJSON {
 		w.Header().Set("Content-Type", "application/json")
@@ -263,11 +264,7 @@ func newRunPage(l *locale.Lang, run *run, v *runView) *runPage {
 		}
 		p.Errors = append(p.Errors, locale.WithHTML(locale.Slot(0)+": "+locale.Slot(1), esc(run.Scenario.Steps[e.Step].Label(l)), why))
 	}
-	links := v.Links
-	if v.tl != nil {
-		links = v.tl.StatusesIn(v.At, l)
-	}
-	for _, s := range links {
+	for _, s := range v.Links {
 		p.Links = append(p.Links, linkPage{Status: s, Kind: linkKind(l, s.Purpose)})
 	}
 	if v.ledgerErr != nil {
