@@ -419,26 +419,15 @@ func reportPacing(ctx context.Context, stdout io.Writer, ready string, rate floa
 	if rate > 0 {
 		account = "MaxSendRate " + strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
 	}
-	metric := func(string) string { return "?" }
+	var gauges map[string]string
 	if _, admin, ok := strings.Cut(ready, " admin="); ok && len(strings.Fields(admin)) > 0 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.Fields(admin)[0]+"/metrics", nil)
-		if err == nil {
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				metric = func(name string) string {
-					for _, l := range strings.Split(string(body), "\n") {
-						if v, ok := strings.CutPrefix(l, name+" "); ok {
-							if f, err := strconv.ParseFloat(v, 64); err == nil {
-								return strconv.FormatFloat(f, 'f', -1, 64)
-							}
-							return v
-						}
-					}
-					return "?"
-				}
-			}
+		gauges = scrape(ctx, "http://"+strings.Fields(admin)[0]+"/metrics")
+	}
+	metric := func(name string) string {
+		if v, ok := gauges[name]; ok {
+			return v
 		}
+		return "?"
 	}
 	pace := "paces by the account's rate of " + metric("linkpipe_ses_max_send_rate") + "/s (less its headroom)"
 	if metric("linkpipe_ses_max_send_rate") == "0" {
@@ -446,6 +435,36 @@ func reportPacing(ctx context.Context, stdout io.Writer, ready string, rate floa
 	}
 	fmt.Fprintf(stdout, "SES account: %s; the mailer %s, with %s emails in flight\n",
 		account, pace, metric("linkpipe_mailer_concurrency"))
+}
+
+// scrape reads the unlabelled samples of a /metrics page, each value
+// written as a plain number (nil if the page cannot be read).
+func scrape(ctx context.Context, url string) map[string]string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			v = strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		out[name] = v
+	}
+	return out
 }
 
 // sesCount is how many emails the emulator holds (GET /store).
