@@ -1,13 +1,10 @@
 package mail
 
 import (
-	"bytes"
 	"fmt"
-	htmltemplate "html/template"
 	"maps"
 	"slices"
 	"strings"
-	texttemplate "text/template"
 	"time"
 
 	"github.com/linkpipe/linkpipe/events"
@@ -16,7 +13,7 @@ import (
 )
 
 // Render turns a mail command into the email to send: a plain-text and an
-// HTML body (values escaped by html/template), Reply-To the practice's
+// HTML body (values escaped as html/template would, layout.go), Reply-To the practice's
 // reply_to (none when the practice set none), a subject that says what the
 // email is and until when its link works (appointments: the date and time in
 // the appointment's time zone), and X-Entity-Ref-ID / X-Linkpipe-Mail-ID
@@ -70,13 +67,11 @@ func Render(cmd *Command, p practice.Settings, linkURL string) (*Message, error)
 		c.Footer = lang.T("Sent by %s through its client portal. Replies to this address are not read; please contact %s directly.", practiceName, practiceName)
 	}
 
-	var text, html bytes.Buffer
-	if err := textTmpl.Execute(&text, c); err != nil {
-		return nil, fmt.Errorf("mail: render text %s: %w", cmd.Kind, err)
-	}
-	if err := htmlTmpl.Execute(&html, c); err != nil {
-		return nil, fmt.Errorf("mail: render html %s: %w", cmd.Kind, err)
-	}
+	var text, html strings.Builder
+	text.Grow(textSize)
+	html.Grow(htmlSize)
+	writeText(&text, &c)
+	writeHTML(&html, &c)
 	ref := ASCIIHeaderValue(cmd.MailID)
 	m := &Message{
 		To:      HeaderValue(cmd.To.Email),
@@ -94,10 +89,17 @@ func Render(cmd *Command, p practice.Settings, linkURL string) (*Message, error)
 }
 
 // catalogue is every language's text; built once from this repository's
-// own messages (immutable, like the templates below).
+// own messages (immutable).
 var catalogue = locale.MustNew()
 
-// content is what a kind's renderer decides; the templates lay it out.
+// Sizes the bodies are allocated with: a little more than a sign-in
+// email's.
+const (
+	textSize = 1536
+	htmlSize = 4096
+)
+
+// content is what a kind's renderer decides; layout.go lays it out.
 type content struct {
 	// Lang is the email's language (<html lang>).
 	Lang    string
@@ -384,48 +386,3 @@ func renderAppointmentCanceled(v *view) (content, error) {
 		Notes:     notes,
 	}, nil
 }
-
-var textTmpl = texttemplate.Must(texttemplate.New("text").Parse(strings.TrimLeft(`
-{{.Greeting}}
-
-{{range .Intro}}{{.}}
-
-{{end}}{{if .URL}}{{.Button}}:
-{{.URL}}
-
-{{end}}{{range .Notes}}{{.}}
-
-{{end}}--
-{{.Footer}}
-`, "\n")))
-
-var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!DOCTYPE html>
-<html lang="{{.Lang}}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Subject}}</title>
-</head>
-<body style="margin:0;padding:0;background:#f4f5f7;font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;color:#1f2933;">
-<span style="display:none;max-height:0;overflow:hidden;opacity:0;">{{.Preheader}}</span>
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="background:#f4f5f7;padding:24px 0;">
-<tr><td align="center">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:560px;background:#ffffff;border-radius:8px;padding:32px;">
-<tr><td>
-{{if .Logo}}<p style="margin:0 0 24px;"><img src="{{.Logo}}" alt="{{.Practice}}" height="48" style="display:block;height:48px;width:auto;max-width:100%;border:0;"></p>
-{{else}}<p style="margin:0 0 24px;font-size:14px;color:#52606d;font-weight:600;">{{.Practice}}</p>
-{{end}}
-<p style="margin:0 0 16px;font-size:16px;line-height:1.5;">{{.Greeting}}</p>
-{{range .Intro}}<p style="margin:0 0 16px;font-size:16px;line-height:1.5;">{{.}}</p>
-{{end}}{{if .URL}}<p style="margin:24px 0;"><a href="{{.URL}}" style="display:inline-block;background:{{.Accent}};color:#ffffff;text-decoration:none;font-size:16px;font-weight:600;padding:12px 24px;border-radius:6px;">{{.Button}}</a></p>
-<p style="margin:0 0 16px;font-size:13px;line-height:1.5;color:#52606d;">{{.CopyHint}}<br><a href="{{.URL}}" style="color:{{.Accent}};word-break:break-all;">{{.URL}}</a></p>
-{{end}}{{range .Notes}}<p style="margin:0 0 16px;font-size:14px;line-height:1.5;color:#323f4b;">{{.}}</p>
-{{end}}<hr style="border:none;border-top:1px solid #e4e7eb;margin:24px 0 16px;">
-<p style="margin:0;font-size:12px;line-height:1.5;color:#52606d;">{{.Footer}}</p>
-</td></tr>
-</table>
-</td></tr>
-</table>
-</body>
-</html>
-`))
