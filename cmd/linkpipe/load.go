@@ -34,8 +34,11 @@ type loadStack struct {
 	// redeemerURL is the base of the links; inboxURL the sink's inbox;
 	// sesURL the SES emulator the mailer sends to instead (-mail ses).
 	redeemerURL, inboxURL, sesURL string
-	keys                          *link.Keyring
-	practice                      string
+	// monitorURL is the monitoring endpoint of the nats-server the load
+	// command started ("" for the embedded stack and -nats-url).
+	monitorURL string
+	keys       *link.Keyring
+	practice   string
 	// procs are the processes whose CPU time is measured, by role.
 	procs []loadProc
 	close func()
@@ -250,6 +253,7 @@ func (r *loadRun) emails(ctx context.Context, n, conc int, timeout time.Duration
 		return err
 	}
 	cpu0 := r.cpu()
+	srv0, srvOK := r.serverCounts(ctx)
 	var next atomic.Int64
 	var failed atomic.Int64
 	var wg sync.WaitGroup
@@ -297,6 +301,7 @@ func (r *loadRun) emails(ctx context.Context, n, conc int, timeout time.Duration
 	}
 	total := time.Since(t0)
 	cpu1 := r.cpu()
+	srv1, srv1OK := r.serverCounts(ctx)
 	mu.Lock()
 	lat := make([]time.Duration, n)
 	for i := range n {
@@ -319,6 +324,9 @@ func (r *loadRun) emails(ctx context.Context, n, conc int, timeout time.Duration
 		r.emailsPerSec, accepted, where)
 	fmt.Fprintf(r.out, "action→sent latency: %s\n", percentiles(lat))
 	r.reportCPU("emailed link", cpu0, cpu1, n)
+	if srvOK && srv1OK {
+		r.reportServer("emailed link", srv0, srv1, n)
+	}
 	return nil
 }
 
@@ -340,6 +348,7 @@ func (r *loadRun) redeemOpenLoop(ctx context.Context, from, n int, rate float64)
 	var bad atomic.Int64
 	var wg sync.WaitGroup
 	cpu0 := r.cpu()
+	srv0, srvOK := r.serverCounts(ctx)
 	t0 := time.Now()
 	for i := range n {
 		at := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -363,10 +372,14 @@ func (r *loadRun) redeemOpenLoop(ctx context.Context, from, n int, rate float64)
 	done := time.Now()
 	lag := used.wait(30 * time.Second)
 	cpu1 := r.cpu()
+	srv1, srv1OK := r.serverCounts(ctx)
 	fmt.Fprintf(r.out, "redeem open loop at %.0f/s (POST → 303): %d in %s: %.0f/s; latency %s; unexpected answers %d\n",
 		rate, n, total.Round(time.Millisecond), float64(n)/total.Seconds(), percentiles(lat), bad.Load())
 	r.reportUsedLag(used, n, done, lag)
 	r.reportCPU("redemption", cpu0, cpu1, n)
+	if srvOK && srv1OK {
+		r.reportServer("redemption", srv0, srv1, n)
+	}
 	return nil
 }
 
@@ -387,6 +400,7 @@ func (r *loadRun) redeemClosedLoop(ctx context.Context, from, n, conc int) error
 	var next, bad atomic.Int64
 	var wg sync.WaitGroup
 	cpu0 := r.cpu()
+	srv0, srvOK := r.serverCounts(ctx)
 	t0 := time.Now()
 	for range conc {
 		wg.Add(1)
@@ -410,10 +424,14 @@ func (r *loadRun) redeemClosedLoop(ctx context.Context, from, n, conc int) error
 	done := time.Now()
 	lag := used.wait(30 * time.Second)
 	cpu1 := r.cpu()
+	srv1, srv1OK := r.serverCounts(ctx)
 	fmt.Fprintf(r.out, "redeem closed loop, %d clients (POST → 303): %d in %s: %.0f/s; latency %s; unexpected answers %d\n",
 		conc, n, total.Round(time.Millisecond), float64(n)/total.Seconds(), percentiles(lat), bad.Load())
 	r.reportUsedLag(used, n, done, lag)
 	r.reportCPU("redemption", cpu0, cpu1, n)
+	if srvOK && srv1OK {
+		r.reportServer("redemption", srv0, srv1, n)
+	}
 	return nil
 }
 

@@ -71,6 +71,17 @@ func TestLoadProcessesReports(t *testing.T) {
 	if !strings.Contains(out.String(), "sync_interval always") {
 		t.Errorf("no word of the server's sync:\n%s", out.String())
 	}
+	// What the server handled, from its monitoring endpoint: each action
+	// is one message on ACTIONS and each redemption one on SCOPES, stored
+	// before the answers the report waits for.
+	for _, re := range []string{
+		`nats-server per emailed link: \d+\.\d messages in, \d+\.\d out; \d+\.\d\d stored \(ACTIONS 1\.00, .*MAIL \d\.\d\d, .*\)`,
+		`nats-server per redemption: \d+\.\d messages in, \d+\.\d out; \d+\.\d\d stored \(.*SCOPES 1\.00\)`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the report lacks %q:\n%s", re, out.String())
+		}
+	}
 }
 
 // TestLoadSESReports: the production shape with the mailer on the SES

@@ -99,7 +99,11 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 			js += "  sync_interval: always\n"
 		}
 		js += "}\n"
-		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\n%s", port, js)), 0o600); err != nil {
+		monitor, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\n%s", port, monitor, js)), 0o600); err != nil {
 			return nil, err
 		}
 		cmd, err := startProcess(natsBin, []string{"-c", conf}, nil, filepath.Join(o.dir, "nats-server.log"), nil)
@@ -108,6 +112,7 @@ func processStack(ctx context.Context, stdout io.Writer, o processOptions) (_ *l
 		}
 		cmds = append(cmds, cmd)
 		st.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
+		st.monitorURL = fmt.Sprintf("http://127.0.0.1:%d", monitor)
 		if err := waitForNATS(ctx, st.natsURL); err != nil {
 			return nil, err
 		}
