@@ -46,7 +46,7 @@ func TestMintIsDeterministicAndKeyed(t *testing.T) {
 
 func TestParseKeyringRefusesBadKeys(t *testing.T) {
 	for _, s := range []string{"", "short", "k1:" + base64.StdEncoding.EncodeToString([]byte("16 bytes only!!!")),
-		"bad kid!:" + key32, "k1:" + key32 + ",k1:" + key32} {
+		"bad kid!:" + key32, "k1:" + key32 + ",k1:" + key32, strings.Repeat("k", 17) + ":" + key32, "k.1:" + key32} {
 		if _, err := link.ParseKeyring(s); !errors.Is(err, link.ErrBadKey) {
 			t.Errorf("%q: got %v", s, err)
 		}
@@ -54,6 +54,9 @@ func TestParseKeyringRefusesBadKeys(t *testing.T) {
 	kr, err := link.ParseKeyring(key32)
 	if err != nil || kr.CurrentKid() != link.DefaultKid {
 		t.Fatalf("plain key: %v %v", kr, err)
+	}
+	if kr, err := link.ParseKeyring(strings.Repeat("k", 16) + ":" + key32); err != nil || kr.CurrentKid() != strings.Repeat("k", 16) {
+		t.Fatalf("16-character key id: %v %v", kr, err)
 	}
 }
 

@@ -6,8 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/linkpipe/linkpipe/events"
 )
 
 // Errors of token handling.
@@ -23,7 +24,8 @@ var (
 // DefaultKid is the key id of a key given without a "kid:" prefix.
 const DefaultKid = "k1"
 
-var kidPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,16}$`)
+// validKid reports whether kid may name a key: [A-Za-z0-9_-]{1,16}.
+func validKid(kid string) bool { return len(kid) <= 16 && events.ValidID(kid) }
 
 // macLen is the length of the base64url (unpadded) HMAC-SHA256 in a token.
 const macLen = 43
@@ -49,7 +51,7 @@ func ParseKeyring(s string) (*Keyring, error) {
 		if k, v, ok := strings.Cut(part, ":"); ok {
 			kid, b64 = k, v
 		}
-		if !kidPattern.MatchString(kid) {
+		if !validKid(kid) {
 			return nil, fmt.Errorf("%w: bad key id %q", ErrBadKey, kid)
 		}
 		key, err := base64.StdEncoding.DecodeString(b64)
@@ -105,7 +107,7 @@ func ID(token string) (string, error) {
 		return "", ErrMalformedToken
 	}
 	kid, mac, ok := strings.Cut(token, ".")
-	if !ok || !kidPattern.MatchString(kid) || len(mac) != macLen {
+	if !ok || !validKid(kid) || len(mac) != macLen {
 		return "", ErrMalformedToken
 	}
 	// The decoder skips CR and LF even in strict mode, so the length of

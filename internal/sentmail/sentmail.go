@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,13 +50,24 @@ type Book struct{ b *bus.Bucket }
 // bus.Ensure).
 func NewBook(js jetstream.JetStream) *Book { return &Book{b: bus.NewBucket(js, bus.BucketMessages)} }
 
-// keyPattern is what a KV key may hold; SES message ids fit it.
-var keyPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]{1,200}$`)
+// plainKey reports whether s may be a KV key as it is:
+// [-_=a-zA-Z0-9]{1,200}. SES message ids are.
+func plainKey(s string) bool {
+	if len(s) == 0 || len(s) > 200 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '=') {
+			return false
+		}
+	}
+	return true
+}
 
 // key is the record's key: the message id itself when it is a valid key,
 // else a hash of it.
 func key(messageID string) string {
-	if keyPattern.MatchString(messageID) {
+	if plainKey(messageID) {
 		return messageID
 	}
 	sum := sha256.Sum256([]byte(messageID))
