@@ -1,6 +1,7 @@
 package mailer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -185,7 +186,7 @@ func (s *Sink) store(r *storeReq) {
 			}
 			q.rec.ID = strconv.FormatUint(seq, 10)
 			q.rec.MessageID = "sink-" + q.rec.ID
-			data, err := json.Marshal(q.rec)
+			data, err := encodeSinkMessage(&q.rec)
 			if err != nil {
 				return err
 			}
@@ -209,6 +210,19 @@ func (s *Sink) store(r *storeReq) {
 		s.committing = false
 	}
 	s.mu.Unlock()
+}
+
+// encodeSinkMessage is m as JSON without html/template-style escaping of
+// <, > and & (an email's HTML is full of them: escaped, it is a third
+// longer and slower to write; any JSON decoder reads both the same).
+func encodeSinkMessage(m *SinkMessage) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Messages returns the stored messages, newest first; limit <= 0 means all.
