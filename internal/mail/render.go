@@ -13,11 +13,12 @@ import (
 )
 
 // Render turns a mail command into the email to send: a plain-text and an
-// HTML body (values escaped as html/template would, layout.go), Reply-To the practice's
-// reply_to (none when the practice set none), a subject that says what the
-// email is and until when its link works (appointments: the date and time in
-// the appointment's time zone), and X-Entity-Ref-ID / X-Linkpipe-Mail-ID
-// headers carrying the mail id so that no two emails are threaded together.
+// HTML body (values escaped as html/template would, layout.go), Reply-To
+// the practice's reply_to (none when the practice set none), a subject that
+// says what the email is and until when its link works (appointments: the
+// date and time in the appointment's time zone), and X-Entity-Ref-ID /
+// X-Linkpipe-Mail-ID headers carrying the mail id so that no two emails are
+// threaded together.
 // From is left empty: the mailer sets it.
 //
 // linkURL is the link the email carries (<PUBLIC_URL>/l/<token>); kinds that
