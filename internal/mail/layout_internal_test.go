@@ -147,24 +147,33 @@ func TestColorIsStricterThanTheTemplate(t *testing.T) {
 	}
 }
 
-// FuzzLayoutIsTheTemplates: any content the renderers could give (a colour
-// from practice.Accessible) is laid out as the templates lay it out. Run
-// with -fuzz to search further than the seeds.
+// FuzzLayoutIsTheTemplates: any content is laid out as the templates lay
+// it out, each field fuzzed on its own; a colour is one writeColor takes
+// (#rgb … #rrggbbaa) as it is, anything else through practice.Accessible,
+// as the renderers' accent always is. Run with -fuzz to search further
+// than the seeds.
 func FuzzLayoutIsTheTemplates(f *testing.F) {
 	for i, s := range hostile {
 		u := hostileURLs[i%len(hostileURLs)]
-		f.Add(s, s+"|"+s, u, u, "#7fd3ff")
-		f.Add("es", s, u, "", "nonsense")
+		f.Add("en", s, s, s+"|"+s, s, u, s, s, s, u, "#7fd3ff", s)
+		f.Add(s, "Subject", s, "", "", "", "", s+"|", s, "", "#abc", "")
+		f.Add("es", s, "Hola,", s, "Entrar", u, "Copie:", "", "Acme", s, "#1f6feb80", s)
 	}
-	f.Fuzz(func(t *testing.T, text, paras, link, logo, accent string) {
-		var intro []string
-		if paras != "" {
-			intro = strings.Split(paras, "|")
+	f.Fuzz(func(t *testing.T, lang, subject, greeting, paras, button, link, hint, notes, practiceName, logo, accent, footer string) {
+		split := func(s string) []string {
+			if s == "" {
+				return nil
+			}
+			return strings.Split(s, "|")
+		}
+		var b strings.Builder
+		if writeColor(&b, accent); b.String() == "ZgotmplZ" {
+			accent = practice.Accessible(accent, practice.DefaultAccent)
 		}
 		c := content{
-			Lang: text, Subject: text, Preheader: text, Greeting: text, Intro: intro, Button: text, URL: link,
-			CopyHint: text, Notes: intro, Practice: text, Logo: logo,
-			Accent: practice.Accessible(accent, practice.DefaultAccent), Footer: text,
+			Lang: lang, Subject: subject, Preheader: subject + greeting, Greeting: greeting, Intro: split(paras),
+			Button: button, URL: link, CopyHint: hint, Notes: split(notes), Practice: practiceName, Logo: logo,
+			Accent: accent, Footer: footer,
 		}
 		compareLayouts(t, &c)
 	})
