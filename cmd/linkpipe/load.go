@@ -558,17 +558,11 @@ func (r *loadRun) reportCPU(per string, cpu0, cpu1 []time.Duration, n int) {
 
 // sinkCount is how many emails the sink holds: the newest's inbox id.
 func (r *loadRun) sinkCount(ctx context.Context) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.st.inboxURL+".json?limit=1&bodies=false", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("inbox: %w", err)
-	}
-	defer resp.Body.Close()
 	var list []struct {
 		ID string `json:"id"`
 	}
-	if err := jsonDecode(resp.Body, &list); err != nil || resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("inbox: %d %v", resp.StatusCode, err)
+	if err := getJSON(ctx, r.st.inboxURL+".json?limit=1&bodies=false", &list); err != nil {
+		return 0, fmt.Errorf("inbox: %w", err)
 	}
 	if len(list) == 0 {
 		return 0, nil

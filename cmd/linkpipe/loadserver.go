@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -72,21 +71,4 @@ func (r *loadRun) reportServer(per string, c0, c1 serverCounts, n int) {
 	}
 	fmt.Fprintf(r.out, "nats-server per %s: %.1f messages in, %.1f out; %.2f stored (%s)\n",
 		per, f(c1.in-c0.in), f(c1.out-c0.out), f(total), strings.Join(stored, ", "))
-}
-
-// getJSON decodes the JSON answer of a GET.
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return jsonDecode(resp.Body, v)
 }

@@ -374,6 +374,23 @@ func cutLinkSubject(subject string) (linkID, typ string, ok bool) {
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
 
+// getJSON decodes the JSON answer of a GET (an error unless 200 OK).
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return jsonDecode(resp.Body, v)
+}
+
 // startSESLocal starts aws-ses-v2-local (node, from testdeps/, installed
 // there by npm ci when missing) on a free loopback port and waits for its
 // health check.
@@ -474,16 +491,10 @@ func scrape(ctx context.Context, url string) map[string]string {
 
 // sesCount is how many emails the emulator holds (GET /store).
 func sesCount(ctx context.Context, url string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/store", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("aws-ses-v2-local store: %w", err)
-	}
-	defer resp.Body.Close()
 	var store struct {
 		Emails []json.RawMessage `json:"emails"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&store); err != nil {
+	if err := getJSON(ctx, url+"/store", &store); err != nil {
 		return 0, fmt.Errorf("aws-ses-v2-local store: %w", err)
 	}
 	return len(store.Emails), nil
