@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -15,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/linkpipe/linkpipe/internal/bus"
+	"github.com/linkpipe/linkpipe/internal/eventually"
 	"github.com/linkpipe/linkpipe/internal/worker"
 )
 
@@ -172,4 +175,73 @@ func BenchmarkEmailsEndToEnd(b *testing.B) {
 	cpu1, _ := procCPU(os.Getpid())
 	b.ReportMetric(r.emailsPerSec, "emails/s")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/link")
+}
+
+// storedPerLink is what JetStream stores for one emailed sign-in link: the
+// action, its event-id claim, the scope's state, the address on record and
+// the client's current address, the issued and sent events, the mail
+// command with its delivery claim and mail.done, and the SES (here the
+// sink's) message id. Each stored message is a write and an ack on every
+// link, and an fsync with sync_interval: always (docs/performance.md): a
+// change that stores one more per link changes this table on purpose.
+var storedPerLink = map[string]uint64{
+	bus.StreamActions: 1, "KV_" + bus.BucketEventClaims: 1, bus.StreamScopes: 1, "KV_" + bus.BucketRecipients: 2,
+	bus.StreamLinks: 2, bus.StreamMail: 3, "KV_" + bus.BucketMessages: 1,
+}
+
+// TestStoredMessagesPerEmailedLink guards the per-link work of the whole
+// pipeline without a clock: n sign-ins through the all-in-one stack store
+// exactly storedPerLink on each stream, and nothing anywhere else.
+func TestStoredMessagesPerEmailedLink(t *testing.T) {
+	st, err := embeddedStack(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	nc, err := nats.Connect(st.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for info := range js.ListStreams(t.Context()).Info() {
+			out[info.Config.Name] = info.State.LastSeq
+		}
+		return out
+	}
+	r := &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: "stored"}
+	// The stack stores its demo practice as it starts.
+	eventually.True(t, 10*time.Second, func() bool { return stored()["KV_"+bus.BucketPractices] > 0 }, "the demo practice stored")
+	before := stored()
+	const n = 20
+	if err := r.emails(t.Context(), n, 4, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	diff := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for name, seq := range stored() {
+			if d := seq - before[name]; d > 0 {
+				out[name] = d
+			}
+		}
+		return out
+	}
+	want := map[string]uint64{}
+	for name, per := range storedPerLink {
+		want[name] = per * n
+	}
+	// The message id is recorded just after the sent event the run waits for.
+	deadline := time.Now().Add(10 * time.Second)
+	for !maps.Equal(diff(), want) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing more arrives late
+	if got := diff(); !maps.Equal(got, want) {
+		t.Errorf("stored for %d emailed links: %v, want %v", n, got, want)
+	}
 }
