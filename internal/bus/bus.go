@@ -2,8 +2,10 @@
 // and key-value buckets every worker relies on (created or updated by
 // `linkpipe setup`; a worker creates what is missing and reports what
 // differs, Ensure), connecting with NATS's authentication and TLS options
-// (ConnectOptions) and never showing a password (Redact), publishing once (Nats-Msg-Id) for
-// lifecycle events and mail commands, last-message reads (from any
+// (ConnectOptions) and never showing a password (Redact), publishing
+// (Publish, which reads JetStream's acknowledgement without encoding/json)
+// and publishing once (Nats-Msg-Id) for lifecycle events and mail
+// commands, last-message reads (from any
 // replica, or from the stream's leader), dead letters, the consume loop
 // every worker runs on (Loop, consume.go), the one metrics registration
 // policy (Register), and an embedded nats-server for the all-in-one dev
@@ -264,7 +266,7 @@ func PublishOnce(ctx context.Context, js jetstream.JetStream, subj, msgID string
 		msg.Header = nats.Header{}
 	}
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	ack, err := js.PublishMsg(ctx, msg)
+	ack, err := Publish(ctx, js, msg)
 	if err != nil {
 		if isPerSubjectFull(err) {
 			return nil, fmt.Errorf("%w: %s", ErrDuplicate, subj)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpipe/linkpipe/internal/bus"
@@ -107,7 +109,9 @@ func (s *Store) Update(ctx context.Context, subject string, seq uint64, st *Stat
 }
 
 func (s *Store) publishIfSeq(ctx context.Context, subject string, data []byte, seq uint64) (uint64, error) {
-	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(seq))
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
+	ack, err := bus.Publish(ctx, s.js, msg)
 	if err != nil {
 		if IsConflict(err) {
 			return 0, fmt.Errorf("%w: %s: %w", ErrConflict, subject, err)
