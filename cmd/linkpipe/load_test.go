@@ -151,21 +151,7 @@ func TestProcCPUReadsThisProcess(t *testing.T) {
 // together). Run it with -benchtime <n>x; `linkpipe load -shape processes`
 // measures the production shape.
 func BenchmarkEmailsEndToEnd(b *testing.B) {
-	st, err := embeddedStack(b.Context(), b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.close()
-	nc, err := nats.Connect(st.natsURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	r := embeddedRun(b, strconv.FormatInt(time.Now().UnixNano(), 36))
 	cpu0, _ := procCPU(os.Getpid())
 	b.ResetTimer()
 	if err := r.emails(b.Context(), b.N, 64, 5*time.Minute); err != nil {
@@ -193,20 +179,8 @@ var storedPerLink = map[string]uint64{
 // pipeline without a clock: n sign-ins through the all-in-one stack store
 // exactly storedPerLink on each stream, and nothing anywhere else.
 func TestStoredMessagesPerEmailedLink(t *testing.T) {
-	st, err := embeddedStack(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
-	nc, err := nats.Connect(st.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := embeddedRun(t, "stored")
+	js := r.js
 	stored := func() map[string]uint64 {
 		out := map[string]uint64{}
 		for info := range js.ListStreams(t.Context()).Info() {
@@ -214,7 +188,6 @@ func TestStoredMessagesPerEmailedLink(t *testing.T) {
 		}
 		return out
 	}
-	r := &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: "stored"}
 	// The stack stores its demo practice as it starts.
 	eventually.True(t, 10*time.Second, func() bool { return stored()["KV_"+bus.BucketPractices] > 0 }, "the demo practice stored")
 	before := stored()
@@ -244,4 +217,25 @@ func TestStoredMessagesPerEmailedLink(t *testing.T) {
 	if got := diff(); !maps.Equal(got, want) {
 		t.Errorf("stored for %d emailed links: %v, want %v", n, got, want)
 	}
+}
+
+// embeddedRun is a load run named run against an all-in-one stack in a
+// temporary directory, closed with tb.
+func embeddedRun(tb testing.TB, run string) *loadRun {
+	tb.Helper()
+	st, err := embeddedStack(tb.Context(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(st.close)
+	nc, err := nats.Connect(st.natsURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &loadRun{st: st, nc: nc, js: js, out: io.Discard, run: run}
 }
